@@ -1,0 +1,1 @@
+"""Experiments: config schema, runner, sweeps, result store, reports and the ``tinydistill`` CLI."""

@@ -1,0 +1,150 @@
+"""The ``tinydistill`` command line.
+
+Start-up is kept light: this module imports only the standard library; each sub-command imports the
+module that implements it when it runs (``--help``, ``list`` and ``data`` never import paddle).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# sub-command -> "module:function(args) -> int | None"
+HANDLERS = {
+    "list": "experiments.cli:cmd_list",
+    "quickstart": "experiments.quickstart:cli_quickstart",
+    "run": "experiments.runner:cli_run",
+    "sweep": "experiments.sweep:cli_sweep",
+    "report": "experiments.report:cli_report",
+    "evaluate": "compress.predictor:cli_evaluate",
+    "predict": "compress.predictor:cli_predict",
+    "bench": "compress.bench:cli_bench",
+    "data": "tasks.datasets:cli_data",
+}
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="directory with the data sets' files (default: $TINYDISTILL_DATA, else the download cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tinydistill",
+        description="Knowledge distillation and compression for Chinese NLU (ERNIE 3.0 Tiny, ERNIE-Gram, Bi-LSTM).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list registered teachers, students, tasks, losses, steps, backends")
+    p.add_argument("kind", nargs="?", help="one of: tasks tokenizers teachers students losses steps backends")
+    p.add_argument("-v", "--verbose", action="store_true", help="more detail (parameter counts for models)")
+
+    p = sub.add_parser("quickstart", help="whole pipeline offline on small generated in-car SLU data")
+    p.add_argument("--out", default="quickstart", metavar="DIR", help="output directory (default: ./quickstart)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted quickstart in --out")
+
+    p = sub.add_parser("run", help="run the stages an experiment config names")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set teacher.init=scratch (repeatable)")
+    _add_data_dir(p)
+    p.add_argument("--out", default="runs", metavar="DIR", help="runs directory (default: ./runs)")
+    p.add_argument("--resume", action="store_true", help="resume the latest unfinished run of this config")
+
+    p = sub.add_parser("sweep", help="run the grid a config declares (teachers x students x recipes x seeds)")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel worker processes")
+    _add_data_dir(p)
+    p.add_argument("--out", default="runs", metavar="DIR")
+
+    p = sub.add_parser("report", help="tables (md/csv/latex) and plots from a runs directory")
+    p.add_argument("runs_dir", metavar="RUNS_DIR")
+    p.add_argument("--format", choices=("md", "csv", "latex"), default="md")
+    p.add_argument("--plots", action="store_true", help="also write PNG plots")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: RUNS_DIR)")
+
+    p = sub.add_parser("evaluate", help="metrics of a model directory on a task's dev set or a file")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--task", help="task name (default: the model's manifest)")
+    p.add_argument("--file", metavar="PATH", help="evaluate this file (task format) instead of the dev split")
+    p.add_argument("--backend", help="runtime backend (default: the model directory's own)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    _add_data_dir(p)
+
+    p = sub.add_parser("predict", help="run a model directory on texts and print decoded JSON")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--backend", help="paddle | paddle-inference | onnxruntime (default: the directory's own)")
+    p.add_argument("--threads", type=int, default=1)
+
+    p = sub.add_parser("bench", help="size, latency (p50/p90), peak RSS and throughput of model directories")
+    p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
+    p.add_argument("--backend", help="runtime backend for every directory (default: each directory's own)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seq-len", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=200, help="timed runs after warm-up (default 200)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+    p = sub.add_parser("data", help="list, fetch or check the data sets")
+    p.add_argument("action", choices=("list", "fetch", "check"))
+    p.add_argument("name", nargs="?", help="data set or task name (default: all)")
+    _add_data_dir(p)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the train/dev split (SLU)")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from distill.registry import KINDS, get_registry
+
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        registry = get_registry(kind)
+        print(f"{kind}:")
+        for entry in registry.entries():
+            line = f"  {entry.name:<32} {entry.summary}"
+            if args.verbose and "describe" in entry.meta:
+                line += f"  [{entry.meta['describe']()}]"
+            elif args.verbose and hasattr(entry.obj, "describe"):
+                line += f"  [{entry.obj.describe(entry.name)}]"
+            print(line.rstrip())
+    return 0
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's input, shown as one line without a traceback."""
+    from distill.registry import RegistryError
+    from distill.schema import ConfigError
+    from tasks.base import DataError
+
+    errors: list[type[BaseException]] = [RegistryError, ConfigError, DataError, FileNotFoundError]
+    for spec in ("teachers.base:ModelLoadError", "tasks.datasets:DownloadError"):
+        module, attr = spec.split(":")
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, attr):
+            errors.append(getattr(mod, attr))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = HANDLERS[args.command].split(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept (re-run with --resume where offered)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - turn user errors into one clear line
+        if os.environ.get("TINYDISTILL_DEBUG") or not isinstance(exc, _expected_errors()):
+            raise
+        print(f"tinydistill {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

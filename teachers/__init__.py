@@ -1,0 +1,9 @@
+"""Teacher model registry.
+
+``TEACHERS`` maps a model name (paddlenlp names such as ``ernie-3.0-tiny-base-v2-zh``, ``ernie-gram-zh``)
+to a builder ``build(heads, init="scratch", vocab_size=None, **options) -> model`` that returns a
+``paddle.nn.Layer`` obeying the output contract in ``teachers/base.py``.
+"""
+from distill.registry import Registry
+
+TEACHERS = Registry("teacher", modules=("teachers.ernie",))
