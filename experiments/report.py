@@ -1,0 +1,407 @@
+"""``tinydistill report``: ablation tables (Markdown, CSV, LaTeX) and plots from the result store.
+
+Rows are (task, teacher, student, recipe); each cell is mean ± std over the seeds of that row.  A
+distilled row's *KD gain* is its student's main dev metric minus that of the matching no-KD baseline
+(same task and student, a recipe without KD losses; same teacher preferred), paired by seed and tested
+with a paired t-test (``scipy.stats.ttest_rel``); with fewer than two paired seeds the table says
+``n<2`` instead of a p-value.  Size and latency columns are those of the row's final model (the last
+compression step or export the run produced).
+
+Plots (matplotlib, Agg): dev metric vs size and vs latency for every model variant of every row
+(student, each compression step, each export) with the Pareto front marked, and training curves from
+the trainers' ``history.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.fsutil import atomic_write_text, read_json
+from experiments.store import STORE_DIRNAME, ResultStore
+
+
+# ----------------------------------------------------------------------------------------------
+# loading and grouping
+
+
+def find_records(runs_dir: str | Path) -> list[dict]:
+    """Records of every store under ``runs_dir`` (``runs_dir/_store`` and ``runs_dir/*/_store``)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: runs directory not found")
+    stores = [runs_dir / STORE_DIRNAME] + sorted(runs_dir.glob(f"*/{STORE_DIRNAME}"))
+    records = [r for s in stores if s.is_dir() for r in ResultStore(s).records()]
+    return records
+
+
+def value(record: dict, key: str) -> float | None:
+    m = record.get("metrics", {}).get(key)
+    return float(m["value"]) if m is not None and m.get("value") is not None else None
+
+
+def unit(records: list[dict], key: str) -> str:
+    for r in records:
+        m = r.get("metrics", {}).get(key)
+        if m:
+            return m.get("unit", "")
+    return ""
+
+
+@dataclass
+class Row:
+    task: str
+    teacher: str
+    student: str
+    recipe: str
+    kd: bool
+    main_metric: str
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple:
+        return (self.task, self.teacher, self.student, self.recipe)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r["seed"] for r in self.records]
+
+    def per_seed(self, key: str) -> dict[int, float]:
+        return {r["seed"]: v for r in self.records if (v := value(r, key)) is not None}
+
+    def final_variant(self) -> str:
+        return self.records[0].get("final", "student")
+
+    def variants(self) -> list[str]:
+        return list(self.records[0].get("variants", ["student"]))
+
+
+def group(records: list[dict]) -> list[Row]:
+    rows: dict[tuple, Row] = {}
+    for r in sorted(records, key=lambda r: (r.get("task", ""), r.get("teacher") or "-", r.get("student", ""),
+                                             r.get("recipe", ""), r.get("seed", 0))):
+        key = (r.get("task", ""), r.get("teacher") or "-", r.get("student", ""), r.get("recipe", "default"))
+        if key not in rows:
+            rows[key] = Row(*key, kd=bool(r.get("kd")), main_metric=r.get("main_metric", "accuracy"))
+        rows[key].records.append(r)
+    return list(rows.values())
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, None
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+# ----------------------------------------------------------------------------------------------
+# KD gain with a paired test
+
+
+@dataclass
+class Gain:
+    baseline: str | None = None  # recipe name of the baseline row
+    n: int = 0
+    mean: float | None = None
+    std: float | None = None
+    p_value: float | None = None
+    note: str = ""
+
+
+def baseline_for(row: Row, rows: list[Row]) -> Row | None:
+    if not row.kd:
+        return None
+    candidates = [b for b in rows if not b.kd and b.task == row.task and b.student == row.student]
+    same_teacher = [b for b in candidates if b.teacher == row.teacher]
+    return (same_teacher or candidates or [None])[0]
+
+
+def kd_gain(row: Row, rows: list[Row]) -> Gain:
+    base = baseline_for(row, rows)
+    if base is None:
+        return Gain(note="no-KD baseline" if not row.kd else "no baseline run")
+    key = f"student.dev.{row.main_metric}"
+    mine, theirs = row.per_seed(key), base.per_seed(key)
+    seeds = sorted(set(mine) & set(theirs))
+    diffs = [mine[s] - theirs[s] for s in seeds]
+    g = Gain(baseline=base.recipe, n=len(seeds))
+    g.mean, g.std = mean_std(diffs)
+    if len(seeds) < 2:
+        g.note = "n<2" if seeds else "no common seeds"
+        return g
+    from scipy import stats
+
+    p = stats.ttest_rel([mine[s] for s in seeds], [theirs[s] for s in seeds]).pvalue
+    if p is None or math.isnan(p):
+        g.note = "no variance"
+    else:
+        g.p_value = float(p)
+    return g
+
+
+# ----------------------------------------------------------------------------------------------
+# tables
+
+
+@dataclass
+class Column:
+    title: str
+    unit: str
+    values: list[Any]  # per row: (mean, std) tuples, Gain, or str
+
+
+def _fmt(ms: tuple[float | None, float | None], digits: int = 2) -> str:
+    m, s = ms
+    if m is None:
+        return "-"
+    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _fmt_gain(g: Gain) -> str:
+    if g.mean is None:
+        return g.note or "-"
+    sign = "+" if g.mean >= 0 else ""
+    test = f"p={g.p_value:.3f}" if g.p_value is not None else g.note
+    return f"{sign}{g.mean:.2f} ({test}, n={g.n})"
+
+
+def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
+    """Header, formatted cells and raw cells (for CSV) of the ablation table."""
+    header = ["task", "teacher", "student", "recipe", "seeds"]
+    cells, raw = [], []
+    metric = rows[0].main_metric if rows else "accuracy"
+    for row in rows:
+        m = row.main_metric
+        final = row.final_variant()
+        teacher = mean_std(list(row.per_seed(f"teacher.dev.{m}").values()))
+        student = mean_std(list(row.per_seed(f"student.dev.{m}").values()))
+        final_acc = mean_std(list(row.per_seed(f"{final}.dev.{m}").values()))
+        size = mean_std(list(row.per_seed(f"{final}.size_mb").values()))
+        lat = mean_std(list(row.per_seed(f"{final}.latency_p50_ms").values()))
+        student_lat = mean_std(list(row.per_seed("student.latency_p50_ms").values()))
+        gain = kd_gain(row, rows)
+        ident = [row.task, row.teacher, row.student, row.recipe, str(len(row.records))]
+        cells.append(ident + [_fmt(teacher), _fmt(student), _fmt_gain(gain), final, _fmt(final_acc),
+                              _fmt(size), _fmt(student_lat, 3), _fmt(lat, 3)])
+        raw.append(ident + [teacher[0], teacher[1], student[0], student[1], gain.mean, gain.p_value, gain.n,
+                            final, final_acc[0], final_acc[1], size[0], lat[0], student_lat[0]])
+    header_fmt = header + [f"teacher {metric} (%)", f"student {metric} (%)", "KD gain (pp, paired t-test)",
+                           "final model", f"final {metric} (%)", "final size (MB)",
+                           "student latency p50 (ms)", "final latency p50 (ms)"]
+    header_raw = header + ["teacher_mean", "teacher_std", "student_mean", "student_std", "kd_gain_mean",
+                           "kd_gain_p", "kd_gain_n", "final_model", "final_mean", "final_std", "final_size_mb",
+                           "final_latency_p50_ms", "student_latency_p50_ms"]
+    return header_fmt, cells, [header_raw] + raw
+
+
+def to_markdown(header: list[str], cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(raw: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    for row in raw:
+        w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
+
+
+_LATEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+              "~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+
+
+def _tex(s: str) -> str:
+    s = "".join(_LATEX_ESC.get(ch, ch) for ch in s)
+    return s.replace("±", r"$\pm$")
+
+
+def to_latex(header: list[str], cells: list[list[str]]) -> str:
+    lines = [r"\begin{tabular}{" + "l" * 5 + "r" * (len(header) - 5) + "}", r"\toprule",
+             " & ".join(_tex(h) for h in header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in cells]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated by another (smaller x and larger y are better)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def variant_points(rows: list[Row], xkey: str) -> list[tuple[str, float, float]]:
+    """(label, x, y) per row and model variant, averaged over seeds."""
+    out = []
+    for row in rows:
+        for variant in row.variants():
+            xs = list(row.per_seed(f"{variant}.{xkey}").values())
+            ys = list(row.per_seed(f"{variant}.dev.{row.main_metric}").values())
+            if xs and ys:
+                label = f"{row.student.replace('ernie-3.0-tiny-', '').replace('-v2-zh', '')}/{row.recipe}:{variant}"
+                out.append((label, sum(xs) / len(xs), sum(ys) / len(ys)))
+    return out
+
+
+def plot_tradeoff(rows: list[Row], xkey: str, xlabel: str, path: Path) -> Path | None:
+    pts = variant_points(rows, xkey)
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    xy = [(x, y) for _, x, y in pts]
+    front = pareto_front(xy)
+    ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=28, color="tab:blue", label="model variants")
+    fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="tab:red", lw=1.2)
+    ax.scatter(fx, fy, s=60, facecolors="none", edgecolors="tab:red", label="Pareto front")
+    for label, x, y in pts:
+        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    metric = rows[0].main_metric
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"dev {metric} (%)")
+    if xkey.endswith("size_mb"):
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{metric} vs {xlabel.split(' (')[0]}")
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _save_fig(fig, path: Path) -> None:
+    from distill.fsutil import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+
+
+def _history_points(history: Any, metric: str) -> tuple[list[float], list[float]]:
+    """(steps, dev metric) from a trainer history.json (a list of eval entries, or {"evals": [...]})."""
+    entries = history.get("evals") or history.get("history") or history.get("dev") or [] \
+        if isinstance(history, dict) else history
+    xs, ys = [], []
+    for e in entries if isinstance(entries, list) else []:
+        if not isinstance(e, dict):
+            continue
+        dev = e.get("dev") if isinstance(e.get("dev"), dict) else e.get("metrics") if isinstance(e.get("metrics"), dict) else e
+        y = dev.get(metric) if isinstance(dev, dict) else None
+        if y is None and isinstance(dev, dict):
+            y = dev.get(f"dev_{metric}") or dev.get(f"eval_{metric}")
+        x = e.get("step", e.get("global_step", e.get("epoch")))
+        if isinstance(y, (int, float)) and isinstance(x, (int, float)):
+            xs.append(float(x))
+            ys.append(float(y))
+    return xs, ys
+
+
+def plot_curves(rows: list[Row], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    drawn = 0
+    for row in rows:
+        rec = row.records[0]
+        hist = Path(rec.get("run_dir", "")) / "student" / "history.json"
+        if not hist.is_file():
+            continue
+        xs, ys = _history_points(read_json(hist), row.main_metric)
+        if xs:
+            ax.plot(xs, ys, marker=".", lw=1, label=f"{row.student}/{row.recipe} (seed {rec['seed']})")
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"dev {rows[0].main_metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("student training curves")
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, formats=("md", "csv", "latex"),
+                 plots: bool = True) -> dict[str, Path]:
+    """Write ``results.{md,csv,tex}`` and PNG plots; returns the written paths by kind."""
+    records = find_records(runs_dir)
+    if not records:
+        raise FileNotFoundError(f"{runs_dir}: no result records (expected {STORE_DIRNAME}/*.json under it)")
+    out_dir = Path(out_dir or runs_dir)
+    rows = group(records)
+    header, cells, raw = table(rows, records)
+    written: dict[str, Path] = {}
+    pngs = []
+    if plots:
+        for name, xkey, xlabel in (("acc_vs_size.png", "size_mb", "model size (MB)"),
+                                   ("acc_vs_latency.png", "latency_p50_ms", "latency p50 (ms)")):
+            p = plot_tradeoff(rows, xkey, xlabel, out_dir / name)
+            if p:
+                written[name] = pngs.append(p) or p
+        p = plot_curves(rows, out_dir / "training_curves.png")
+        if p:
+            written["training_curves.png"] = pngs.append(p) or p
+    if "md" in formats:
+        md = [f"# Results: {Path(runs_dir).resolve().name}", "",
+              f"{len(records)} runs; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
+              "minus the matching no-KD baseline (same task and student), paired by seed, "
+              "scipy.stats.ttest_rel.", "", to_markdown(header, cells)]
+        md += [f"![{p.stem}]({p.name})" for p in pngs]
+        md += ["", _provenance(records)]
+        written["md"] = _write(out_dir / "results.md", "\n".join(md) + "\n")
+    if "csv" in formats:
+        written["csv"] = _write(out_dir / "results.csv", to_csv(raw))
+    if "latex" in formats:
+        written["latex"] = _write(out_dir / "results.tex", to_latex(header, cells))
+    return written
+
+
+def _provenance(records: list[dict]) -> str:
+    commits = sorted({str(r.get("git_commit")) for r in records})
+    versions = records[0].get("versions", {})
+    pkgs = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+    return f"Code: {', '.join(commits)}. Packages: {pkgs}."
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+def cli_report(args: argparse.Namespace) -> int:
+    """Writes results.md/.csv/.tex (and plots with --plots); prints the --format one."""
+    written = write_report(args.runs_dir, args.out, plots=args.plots)
+    print(Path(written[args.format]).read_text(encoding="utf-8"))
+    for path in written.values():
+        print(f"wrote {path}")
+    return 0
