@@ -1,0 +1,108 @@
+"""Bi-LSTM and TextCNN student models (imports paddle; registered in students/bilstm.py, students/textcnn.py).
+
+Both obey the output contract of ``teachers/base.py`` and offer ``export_forward(input_ids, token_type_ids,
+attention_mask)`` -> tuple of logits in ``heads`` order for ``paddle.jit.to_static``.  ``token_type_ids`` is
+accepted and ignored (single-segment models).
+"""
+from __future__ import annotations
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from distill.schema import ConfigError
+from teachers.heads import TaskHeads, default_inputs
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def _choice(cfg: dict, key: str, allowed) -> str:
+    if cfg[key] not in allowed:
+        raise ConfigError(f"option {key}: {cfg[key]!r} is not one of {', '.join(map(repr, allowed))}")
+    return cfg[key]
+
+
+def _masked_max(x, mask):  # x [B, L, D], mask [B, L] (1 = token)
+    m = paddle.unsqueeze(mask.astype(x.dtype), -1)
+    return paddle.max(x + (1.0 - m) * -1e4, axis=1)
+
+
+def _masked_mean(x, mask):
+    m = paddle.unsqueeze(mask.astype(x.dtype), -1)
+    return paddle.sum(x * m, axis=1) / paddle.clip(paddle.sum(m, axis=1), min=1.0)
+
+
+class _Student(nn.Layer):
+    def __init__(self, heads, cfg: dict):
+        super().__init__()
+        self.heads = list(heads)
+        self.model_config = dict(cfg)
+        self.pad_token_id = cfg["padding_idx"]
+        self.num_layers, self.num_attention_heads = 1, 0
+        self.arch, self.kind = "", "student"
+        self.embeddings = nn.Embedding(cfg["vocab_size"], cfg["embedding_size"], padding_idx=cfg["padding_idx"])
+        self.dropout = nn.Dropout(cfg["dropout"])
+
+    def export_forward(self, input_ids, token_type_ids, attention_mask):
+        logits = self.forward(input_ids, token_type_ids, attention_mask)["logits"]
+        return tuple(logits[h.name] for h in self.heads)
+
+
+class BiLSTMStudent(_Student):
+    """Tang et al.'s Bi-LSTM; see students/bilstm.py."""
+
+    def __init__(self, heads, cfg: dict):
+        super().__init__(heads, cfg)
+        h = cfg["hidden_size"]
+        self.pooling = _choice(cfg, "pooling", ("max", "mean", "last"))
+        self.activation = ACTIVATIONS[_choice(cfg, "activation", tuple(ACTIVATIONS))]()
+        self.lstm = nn.LSTM(cfg["embedding_size"], h, num_layers=1, direction="bidirect")
+        self.mlp = nn.Linear(2 * h, cfg["mlp_size"])
+        self.task_heads = TaskHeads(self.heads, cfg["mlp_size"], 2 * h, cfg["dropout"])
+        self.hidden_size = 2 * h
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
+                output_attentions=False):
+        _, attention_mask = default_inputs(input_ids, token_type_ids, attention_mask, self.pad_token_id)
+        emb = self.embeddings(input_ids)
+        lengths = paddle.sum(attention_mask.astype("int32"), axis=1)
+        out, (last_h, _) = self.lstm(self.dropout(emb), sequence_length=lengths)
+        if self.pooling == "max":
+            pooled = _masked_max(out, attention_mask)
+        elif self.pooling == "mean":
+            pooled = _masked_mean(out, attention_mask)
+        else:
+            pooled = paddle.concat([last_h[-2], last_h[-1]], axis=-1)
+        pooled = self.activation(self.mlp(self.dropout(pooled)))
+        return {"logits": self.task_heads(pooled, out),
+                "hidden_states": [emb, out] if output_hidden_states else [], "attentions": []}
+
+
+class TextCNNStudent(_Student):
+    """Kim's TextCNN; see students/textcnn.py."""
+
+    def __init__(self, heads, cfg: dict):
+        token = [h.name for h in heads if h.kind != "sequence"]
+        if token:
+            raise ConfigError(f"textcnn has sequence heads only; head(s) {token} need per-token outputs "
+                             "(use bilstm or an ERNIE student)")
+        super().__init__(heads, cfg)
+        e, f = cfg["embedding_size"], cfg["num_filters"]
+        if not cfg["kernel_sizes"]:
+            raise ConfigError("option kernel_sizes: give at least one kernel size")
+        self.convs = nn.LayerList([nn.Conv1D(e, f, k, padding="same", data_format="NLC")
+                                   for k in cfg["kernel_sizes"]])
+        width = f * len(cfg["kernel_sizes"])
+        self.mlp = nn.Linear(width, cfg["mlp_size"])
+        self.task_heads = TaskHeads(self.heads, cfg["mlp_size"], None, cfg["dropout"])
+        self.hidden_size = width
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states=False,
+                output_attentions=False):
+        _, attention_mask = default_inputs(input_ids, token_type_ids, attention_mask, self.pad_token_id)
+        emb = self.embeddings(input_ids)
+        x = self.dropout(emb)
+        conv = paddle.concat([F.relu(c(x)) for c in self.convs], axis=-1)
+        pooled = F.relu(self.mlp(self.dropout(_masked_max(conv, attention_mask))))
+        return {"logits": self.task_heads(pooled, None),
+                "hidden_states": [emb, conv] if output_hidden_states else [], "attentions": []}

@@ -1,0 +1,104 @@
+"""Registers the ERNIE 3.0 Tiny family and ERNIE-Gram (no paddle import here; see ``teachers/ernie_model.py``).
+
+Teachers: every ERNIE 3.0 Tiny size, v2 (``ernie-3.0-tiny-{base,medium,mini,micro,nano,pico}-v2-zh``) and v1
+(``ernie-3.0-tiny-{base,medium,mini,micro,nano}-v1-zh``: paddlenlp 2.8.1 has no pico v1), and
+``ernie-gram-zh``.  Students: the sizes small enough to be worth distilling into (mini, micro, nano, pico);
+base and medium (75-118 M parameters) are teachers only.
+
+``ARCHS`` is paddlenlp 2.8.1's architecture table for these names (``ErnieConfig.from_pretrained(name)``;
+absent ``intermediate_size`` = the ErnieConfig default 3072), kept here so that ``tinydistill list -v`` can
+count parameters without importing paddle; ``tests/test_models.py`` checks it against paddlenlp.
+"""
+from __future__ import annotations
+
+import functools
+
+from students import STUDENTS
+from teachers import TEACHERS
+
+_V2 = dict(max_position_embeddings=2048, type_vocab_size=4, task_type_vocab_size=16, use_task_id=False,
+           vocab_size=40000)
+_V1 = dict(_V2, use_task_id=True)
+
+
+def _arch(base: dict, layers: int, hidden: int, heads: int, inter: int, **extra) -> dict:
+    return dict(base, num_hidden_layers=layers, hidden_size=hidden, num_attention_heads=heads,
+                intermediate_size=inter, **extra)
+
+
+SIZES = {  # size -> (layers, hidden, heads, intermediate)
+    "base": (12, 768, 12, 3072), "medium": (6, 768, 12, 3072), "mini": (6, 384, 12, 1536),
+    "micro": (4, 384, 12, 1536), "nano": (4, 312, 12, 1248), "pico": (3, 128, 2, 512),
+}
+ARCHS: dict[str, dict] = {}
+for _size, _shape in SIZES.items():
+    _tt = {"task_type_vocab_size": 3} if _size == "base" else {}
+    ARCHS[f"ernie-3.0-tiny-{_size}-v2-zh"] = _arch(_V2, *_shape, **_tt)
+    if _size != "pico":
+        ARCHS[f"ernie-3.0-tiny-{_size}-v1-zh"] = _arch(_V1, *_shape, **_tt)
+ARCHS["ernie-gram-zh"] = _arch(dict(max_position_embeddings=512, type_vocab_size=2, vocab_size=18018),
+                               12, 768, 12, 3072, embedding_size=768)
+
+STUDENT_SIZES = ("mini", "micro", "nano", "pico")
+
+
+def family(name: str) -> str:
+    return "ernie-gram" if name.startswith("ernie-gram") else "ernie"
+
+
+def param_count(cfg: dict) -> int:
+    """Parameters of the encoder (embeddings + layers + pooler, no task heads) from the config alone.
+
+    Honours the per-layer shapes of a width-pruned model (``num_attention_heads_per_layer``,
+    ``intermediate_size_per_layer``; head width stays ``hidden_size / num_attention_heads``).
+    """
+    h, n = cfg["hidden_size"], cfg["num_hidden_layers"]
+    e = cfg.get("embedding_size") or h
+    if e != h:
+        raise ValueError("embedding_size must equal hidden_size")
+    emb = (cfg["vocab_size"] + cfg["max_position_embeddings"] + cfg.get("type_vocab_size", 0)) * h + 2 * h
+    if cfg.get("use_task_id"):
+        emb += cfg["task_type_vocab_size"] * h
+    head_dim = h // cfg["num_attention_heads"]
+    heads = cfg.get("num_attention_heads_per_layer") or [cfg["num_attention_heads"]] * n
+    inters = cfg.get("intermediate_size_per_layer") or [cfg["intermediate_size"]] * n
+    layers = 0
+    for a, f in zip(heads, inters):
+        w = a * head_dim
+        layers += 3 * (h * w + w) + (w * h + h)  # q, k, v, out projections
+        layers += (h * f + f) + (f * h + h)  # feed-forward
+        layers += 4 * h  # two layer norms
+    return emb + layers + (h * h + h)  # + pooler
+
+
+def describe(name: str) -> str:
+    cfg = ARCHS[name]
+    return (f"{cfg['num_hidden_layers']} layers x {cfg['hidden_size']}, {cfg['num_attention_heads']} heads, "
+            f"{param_count(cfg) / 1e6:.1f} M params (vocab {cfg['vocab_size']})")
+
+
+def _builder(name: str):
+    def build(heads, init: str = "scratch", vocab_size: int | None = None, **options):
+        from teachers.ernie_model import build_ernie
+        return build_ernie(name, heads, init=init, vocab_size=vocab_size, **options)
+
+    build.__name__ = f"build_{name.replace('-', '_').replace('.', '_')}"
+    build.__doc__ = f"Build {name} with task heads (init: scratch | pretrained | local directory)."
+    return build
+
+
+def _summary(name: str) -> str:
+    cfg = ARCHS[name]
+    shape = f"{cfg['num_hidden_layers']}x{cfg['hidden_size']}"
+    if family(name) == "ernie-gram":
+        return f"ERNIE-Gram zh ({shape}, explicit n-gram MLM pre-training)"
+    size, version = name.split("-")[3], name.split("-")[4]
+    return f"ERNIE 3.0 Tiny {size} {version} ({shape})"
+
+
+for _name in ARCHS:
+    _build = _builder(_name)
+    _meta = dict(summary=_summary(_name), describe=functools.partial(describe, _name), family=family(_name))
+    TEACHERS.add(_name, _build, **_meta)
+    if family(_name) == "ernie" and _name.split("-")[3] in STUDENT_SIZES:
+        STUDENTS.add(_name, _build, **_meta)
