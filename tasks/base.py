@@ -7,10 +7,16 @@ models: predictions arrive as numpy arrays of logits per head.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 import numpy as np
+
+from distill.schema import from_dict, to_dict
+
+log = logging.getLogger("tinydistill.tasks")
 
 IGNORE_INDEX = -100  # label id of positions a token-level loss/metric must skip (padding, specials)
 
@@ -87,18 +93,81 @@ class Encoded:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TaskOptions:
+    """Options every task accepts (the ``task:`` config section, less ``name``)."""
+
+    max_seq_length: int = 128
+    #: directory holding the data set's files (default: $TINYDISTILL_DATA, else the download cache)
+    data_dir: str | None = None
+    #: ``raise``: a bad row stops reading with ``DataError``; ``skip``: it is counted in
+    #: ``task.skipped`` and reported as one warning per file
+    on_error: Literal["raise", "skip"] = "raise"
+
+    def validate(self) -> None:
+        if self.max_seq_length < 3:
+            raise ValueError(f"max_seq_length must be >= 3, got {self.max_seq_length}")
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    x = np.asarray(x, dtype="float64")
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 class Task:
     """Base class of task adapters; subclasses register with ``@TASKS.register(name)``.
 
     Constructor keyword arguments are the task options of the ``task:`` config section (at least
-    ``max_seq_length``, ``data_dir``, ``on_error``).
+    ``max_seq_length``, ``data_dir``, ``on_error``), checked strictly against ``Options``.
     """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type] = TaskOptions
     #: dataset name in ``tasks.datasets`` (``tinydistill data``) whose files this task reads
     dataset: ClassVar[str | None] = None
     #: name of the metric used to pick the best checkpoint and to compare models
     main_metric: ClassVar[str] = "accuracy"
+
+    def __init__(self, **options: Any):
+        self.options = from_dict(self.Options, options, "task")
+        #: rows skipped in ``on_error: skip`` mode (the ``DataError`` of each)
+        self.skipped: list[DataError] = []
+
+    def options_dict(self) -> dict:
+        return to_dict(self.options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options})"
+
+    # -- reading helpers --------------------------------------------------------------------
+    def bad_row(self, error: DataError) -> None:
+        """Raise ``error`` (``on_error: raise``) or record it in ``self.skipped`` (``skip``)."""
+        if self.options.on_error == "raise":
+            raise error
+        self.skipped.append(error)
+
+    def read_lines(self, path: str | Path) -> Iterator[tuple[int, str]]:
+        """``(line_number, text)`` of a UTF-8 file (BOM and line ends stripped); an undecodable line is
+        a bad row.  Warns once with the count if rows of this file were skipped."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        skipped_before = len(self.skipped)
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self.bad_row(DataError(path, number, f"undecodable bytes (expected UTF-8 text): {exc.reason} "
+                                                         f"at byte {exc.start}"))
+                    continue
+                if number == 1:
+                    text = text.lstrip("\ufeff")
+                yield number, text.rstrip("\r\n")
+        n = len(self.skipped) - skipped_before
+        if n:
+            log.warning("%s: skipped %d bad row(s) (on_error: skip); first: %s", path, n, self.skipped[skipped_before])
 
     # -- data ---------------------------------------------------------------------------------
     def heads(self) -> list[HeadSpec]:
