@@ -1,0 +1,55 @@
+"""Mixing the logits of several teachers into one target per example and head (numpy, per batch).
+
+``MIXERS`` maps ``MixingConfig.mode`` to ``f(logits [K, B, ...C], mask, weights) -> [K, B] weights``;
+the target is the per-example weighted average of the teachers' logits.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from distill.config import MixingConfig
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _fixed(stack: np.ndarray, mask: np.ndarray | None, weights: list[float] | None) -> np.ndarray:
+    k, b = stack.shape[:2]
+    w = np.ones(k) if weights is None else np.asarray(weights, dtype="float64")
+    if len(w) != k:
+        raise ValueError(f"mixing.weights has {len(w)} entries for {k} teachers")
+    if w.sum() <= 0:
+        raise ValueError("mixing.weights must not all be 0")
+    return np.repeat((w / w.sum())[:, None], b, axis=1)
+
+
+def _confidence(stack: np.ndarray, mask: np.ndarray | None, weights: list[float] | None) -> np.ndarray:
+    conf = softmax(stack.astype("float64")).max(axis=-1)          # [K, B] or [K, B, L]
+    if conf.ndim == 3:                                             # token head: mean over real tokens
+        m = np.ones(conf.shape[1:]) if mask is None else mask.astype("float64")
+        conf = (conf * m[None]).sum(-1) / np.maximum(m.sum(-1), 1.0)[None]
+    if weights is not None:                                        # optional prior per teacher
+        conf = conf * np.asarray(weights, dtype="float64")[:, None]
+    return conf / np.maximum(conf.sum(0, keepdims=True), 1e-12)
+
+
+MIXERS: dict[str, Callable] = {"fixed": _fixed, "confidence": _confidence}
+
+
+def mix_logits(per_teacher: list[dict[str, np.ndarray]], cfg: MixingConfig,
+               token_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``per_teacher[k][head]`` is ``[B, C]`` or ``[B, L, C]``; returns the mixed logits per head."""
+    if len(per_teacher) == 1:
+        return dict(per_teacher[0])
+    out = {}
+    for head in per_teacher[0]:
+        stack = np.stack([t[head] for t in per_teacher])           # [K, B, ...]
+        w = MIXERS[cfg.mode](stack, token_mask, cfg.weights)        # [K, B]
+        w = w.reshape(w.shape + (1,) * (stack.ndim - 2))
+        out[head] = (stack * w).sum(0).astype("float32")
+    return out
