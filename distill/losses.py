@@ -39,6 +39,9 @@ class LossSetup:
     #: teacher(s) and student tokenise identically (same tokenizer type and vocabulary)
     aligned: bool = True
     where: str = "distill.losses"    # config key path for error messages
+    #: widths of ``hidden_states[i]`` (embeddings may be narrower, e.g. Bi-LSTM); default: hidden_size
+    student_widths: list | None = None
+    teacher_widths: list | None = None   # per teacher: list of widths
 
 
 @dataclass
@@ -237,10 +240,12 @@ class HiddenMSE(Loss):
         self.map = resolve_layer_map(cfg.layer_map, _depth(teacher, "layers", setup.where),
                                      _depth(setup.student, "layers", setup.where), True,
                                      f"{setup.where}.layer_map")
-        s_w, t_w = int(setup.student.hidden_size), int(teacher.hidden_size)
         self.projections = paddle.nn.LayerDict()
-        if s_w != t_w:
-            for t_layer, s_layer in self.map.items():
+        for t_layer, s_layer in self.map.items():
+            s_w = setup.student_widths[s_layer] if setup.student_widths else int(setup.student.hidden_size)
+            t_w = (setup.teacher_widths[cfg.teacher_index][t_layer] if setup.teacher_widths
+                   else int(teacher.hidden_size))
+            if s_w != t_w:
                 self.projections[f"t{t_layer}_s{s_layer}"] = paddle.nn.Linear(s_w, t_w)
 
     def parameters(self) -> list:
@@ -328,5 +333,6 @@ def build_losses(configs, setup: LossSetup) -> list:
     for i, cfg in enumerate(configs):
         where = f"{setup.where}[{i}]"
         cls = LOSSES.get(cfg.type)
-        out.append(cls(cfg, LossSetup(setup.heads, setup.student, setup.teachers, setup.aligned, where)))
+        out.append(cls(cfg, LossSetup(setup.heads, setup.student, setup.teachers, setup.aligned, where,
+                                      setup.student_widths, setup.teacher_widths)))
     return out
