@@ -1,0 +1,491 @@
+"""The experiment config: a strict YAML schema composed from the sections every stage owns.
+
+```yaml
+name: slu-nano                 # runs go to runs/<name>/<run-id>/
+recipe: logits_kd              # label of this configuration in tables (a sweep sets it per recipe)
+task: {name: nlpcc2018_slu, max_seq_length: 16}           # + that task's Options
+teacher: {name: ernie-3.0-tiny-base-v2-zh, init: pretrained, options: {}, train: {epochs: 3}}
+teachers: []                   # optional extra teachers (multi-teacher distillation), same shape
+student: {name: ernie-3.0-tiny-nano-v2-zh, init: pretrained, options: {}}
+distill: {epochs: 10, losses: [...]}                       # distill.config.DistillConfig
+compress: [{step: vocab_prune, max_vocab_size: 6000}, ...] # each validated by the step's params
+export: [paddle-inference, onnx]
+bench: {batch_size: 1, seq_len: 16, threads: 1, runs: 100}
+seeds: [1, 2, 3]
+sweep: {teachers: [...], students: [...], recipes: {no_kd: {distill.losses: [{type: hard_ce}]}}}
+```
+
+YAML is read with ``yaml.safe_load`` (no object construction).  Every problem is a ``ConfigError``
+naming the file, line and key path, with the closest valid key or registered name.  ``--set
+key.sub=value`` overrides are applied to the parsed mapping before validation (value parsed as a YAML
+scalar; list items by index: ``distill.losses.0.weight=0.5``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from distill.registry import RegistryError
+from distill.schema import ConfigError, from_dict, to_dict
+
+# ----------------------------------------------------------------------------------------------
+# sections owned here
+
+
+@dataclass
+class BenchSection:
+    """Benchmark settings for every model directory the run produced."""
+
+    batch_size: int = 1
+    seq_len: int = 16
+    threads: int = 1
+    runs: int = 100
+    warmup: int = 10
+
+
+@dataclass
+class SweepSection:
+    """The grid of ``tinydistill sweep``: teachers x students x recipes x seeds.
+
+    ``teachers``/``students`` items are a registry name or a mapping merged over the base section;
+    ``recipes`` maps a recipe name to overrides (nested mapping or ``dotted.key: value`` pairs).
+    """
+
+    teachers: list[Any] = field(default_factory=list)
+    students: list[Any] = field(default_factory=list)
+    recipes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizerSection:
+    """The model's tokenizer (``tinydistill list tokenizers``).
+
+    ``type`` defaults to ``ernie-wordpiece`` for ERNIE models and ``jieba-word`` otherwise.
+    ``ernie-wordpiece`` reads ``vocab_file`` (default: ``vocab.txt`` of an ``init`` directory, else the
+    paddlenlp cache ``~/.paddlenlp/models/<name>/vocab.txt``), or with ``build: true`` makes a vocabulary
+    of the training texts' characters (scratch models only: fully offline).  ``char``/``jieba-word``
+    always build their vocabulary from the training texts (``min_freq``, ``max_size``).
+    """
+
+    type: Optional[str] = None
+    #: students only: use the (first) teacher's tokenizer, which token-level KD (token heads, hidden
+    #: states, attentions) needs
+    from_teacher: bool = False
+    vocab_file: Optional[str] = None
+    build: bool = False
+    min_freq: int = 1
+    max_size: Optional[int] = None
+
+
+@dataclass
+class ModelSection:
+    """A teacher or student: registry name, ``init`` (scratch | pretrained | a directory), builder options."""
+
+    name: str
+    init: str = "pretrained"
+    options: dict[str, Any] = field(default_factory=dict)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    #: teachers only: fine-tune on the task first (false: use ``init``, a fine-tuned model directory, as is)
+    finetune: bool = True
+    train: Any = None  # teachers only: the fine-tuning DistillConfig (hard labels only)
+
+
+@dataclass
+class TaskSection:
+    name: str
+    options: Any = None  # the task's Options dataclass instance
+
+
+@dataclass
+class StepSection:
+    step: str
+    params: Any = None  # the step's params dataclass instance (or a dict when the step has none)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    task: TaskSection
+    student: ModelSection
+    distill: Any  # distill.config.DistillConfig
+    recipe: str = "default"
+    teacher: Optional[ModelSection] = None
+    teachers: list[ModelSection] = field(default_factory=list)
+    compress: list[StepSection] = field(default_factory=list)
+    export: list[str] = field(default_factory=list)
+    bench: Optional[BenchSection] = None
+    seeds: list[int] = field(default_factory=lambda: [1])
+    sweep: Optional[SweepSection] = None
+    source: str = ""  # file the config came from (not part of the schema)
+
+    @property
+    def all_teachers(self) -> list[ModelSection]:
+        return ([self.teacher] if self.teacher else []) + list(self.teachers)
+
+    def to_raw(self) -> dict:
+        """The resolved config as a plain mapping that ``resolve`` accepts again (saved as config.yaml)."""
+        raw: dict[str, Any] = {"name": self.name, "recipe": self.recipe,
+                               "task": {"name": self.task.name, **_plain(self.task.options)}}
+        if self.teacher:
+            raw["teacher"] = _model_raw(self.teacher)
+        if self.teachers:
+            raw["teachers"] = [_model_raw(t) for t in self.teachers]
+        raw["student"] = _model_raw(self.student)
+        raw["distill"] = _plain(self.distill)
+        raw["compress"] = [{"step": s.step, **_plain(s.params)} for s in self.compress]
+        raw["export"] = list(self.export)
+        raw["bench"] = _plain(self.bench) if self.bench else None
+        raw["seeds"] = list(self.seeds)
+        if self.sweep:
+            raw["sweep"] = _plain(self.sweep)
+        return raw
+
+
+# top-level keys: used for the unknown/missing key check (sections are validated one by one)
+@dataclass
+class _TopLevel:
+    name: str
+    task: Any
+    student: Any
+    distill: Any = None
+    recipe: str = "default"
+    teacher: Any = None
+    teachers: Any = None
+    compress: Any = None
+    export: Any = None
+    bench: Any = None
+    seeds: Any = None
+    sweep: Any = None
+
+
+def _plain(obj: Any) -> Any:
+    return to_dict(obj) if obj is not None else {}
+
+
+def _model_raw(m: ModelSection) -> dict:
+    raw = {"name": m.name, "init": m.init, "options": dict(m.options), "tokenizer": _plain(m.tokenizer)}
+    if m.train is not None:
+        raw["finetune"] = m.finetune
+        raw["train"] = _plain(m.train)
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Read, override and validate a config file; errors name ``file:line: key.path``."""
+    raw = load_yaml(path)
+    raw = apply_overrides(raw, overrides)
+    try:
+        cfg = resolve(raw)
+    except ConfigError as exc:
+        raise ConfigError(_locate(path, str(exc))) from None
+    cfg.source = str(path)
+    return cfg
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. teacher.init=scratch)")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key segment")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return _split_key(key), parsed
+
+
+def _split_key(key: str) -> list[str]:
+    # "distill.losses[0].weight" and "distill.losses.0.weight" are the same path
+    return [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict) -> dict:
+    """Return a copy of ``raw`` with ``--set`` style overrides (``["a.b=1"]`` or ``{"a.b": 1}``) applied."""
+    raw = copy.deepcopy(raw)
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
+    for key, value in items:
+        parts = _split_key(key) if isinstance(key, str) else key
+        set_path(raw, parts, value)
+    return raw
+
+
+def set_path(raw: dict, parts: list[str], value: Any) -> None:
+    node: Any = raw
+    where = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where.append(part)
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{'.'.join(where)}: no list item {part} (the list has {len(node)} items)")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError(f"{'.'.join(where[:-1])}: is a value ({node!r}), cannot set {part!r} in it")
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``: mappings merge recursively, other values replace.
+    Keys with dots (``distill.epochs: 3``) address nested keys."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        parts = _split_key(str(key))
+        if len(parts) > 1:
+            set_path(out, parts, copy.deepcopy(value))
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(raw: dict) -> ExperimentConfig:
+    """Validate a parsed config mapping into an ``ExperimentConfig`` (registry names checked up front)."""
+    top = from_dict(_TopLevel, raw)
+    task = _task_section(top.task)
+    student = _model_section(top.student, "student", "students")
+    teacher = _model_section(top.teacher, "teacher", "teachers", teacher=True) if top.teacher else None
+    extra = top.teachers or []
+    if not isinstance(extra, list):
+        raise ConfigError(f"teachers: expected a list of teacher sections, got {extra!r}")
+    teachers = [_model_section(t, f"teachers[{i}]", "teachers", teacher=True) for i, t in enumerate(extra)]
+    distill = _distill_config(top.distill or {}, "distill")
+    if _uses_teacher(distill) and not (teacher or teachers):
+        raise ConfigError("distill.losses: distillation losses need a 'teacher' section "
+                          "(or use only hard-label losses for a no-KD baseline)")
+    compress = _compress_section(top.compress or [])
+    export = _names_list(top.export or [], "export", "backends")
+    bench = from_dict(BenchSection, top.bench, "bench") if top.bench is not None else None
+    seeds = top.seeds if top.seeds is not None else [1]
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ConfigError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    sweep = from_dict(SweepSection, top.sweep, "sweep") if top.sweep is not None else None
+    if not re.fullmatch(r"[A-Za-z0-9_.+-]+", top.name):
+        raise ConfigError(f"name: {top.name!r} must be usable as a directory name (letters, digits, _.+-)")
+    return ExperimentConfig(name=top.name, recipe=top.recipe, task=task, teacher=teacher, teachers=teachers,
+                            student=student, distill=distill, compress=compress, export=export, bench=bench,
+                            seeds=list(seeds), sweep=sweep)
+
+
+def _registry(kind: str):
+    from distill.registry import get_registry
+
+    return get_registry(kind)
+
+
+def _checked_name(name: Any, path: str, kind: str) -> str:
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: expected a registered {kind[:-1]} name, got {name!r}")
+    try:
+        return _registry(kind).canonical(name)
+    except RegistryError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _require_mapping(value: Any, path: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+    if "name" not in value:
+        raise ConfigError(f"{path}.name: required key is missing")
+    return dict(value)
+
+
+def task_options_class(task_name: str):
+    cls = _registry("tasks").get(task_name)
+    opts = getattr(cls, "Options", None)
+    if opts is None or not dataclasses.is_dataclass(opts):
+        raise ConfigError(f"task.name: task {task_name!r} has no Options dataclass")
+    return opts
+
+
+def _task_section(value: Any) -> TaskSection:
+    data = _require_mapping(value, "task")
+    name = _checked_name(data.pop("name"), "task.name", "tasks")
+    return TaskSection(name=name, options=from_dict(task_options_class(name), data, "task"))
+
+
+def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> ModelSection:
+    if isinstance(value, str):
+        value = {"name": value}
+    data = _require_mapping(value, path)
+    data["name"] = _checked_name(data["name"], f"{path}.name", kind)
+    train = data.pop("train", None) if teacher else None
+    for key in ("finetune", "train"):
+        if not teacher and key in data:
+            raise ConfigError(f"{path}.{key}: unknown key; only teachers have {key!r} "
+                              "(a student is trained by the 'distill' section)")
+    section = from_dict(ModelSection, data, path)
+    if teacher and section.tokenizer.from_teacher:
+        raise ConfigError(f"{path}.tokenizer.from_teacher: only a student can take the teacher's tokenizer")
+    if section.tokenizer.type is not None:
+        section.tokenizer.type = _checked_name(section.tokenizer.type, f"{path}.tokenizer.type", "tokenizers")
+    if not section.init:
+        raise ConfigError(f"{path}.init: expected scratch, pretrained or a model directory")
+    if teacher:
+        train = dict(train or {})
+        train.setdefault("losses", [{"type": "hard_ce", "weight": 1.0}])
+        section.train = _distill_config(train, f"{path}.train")
+        if _uses_teacher(section.train):
+            raise ConfigError(f"{path}.train.losses: teacher fine-tuning uses hard-label losses only "
+                              f"(found {[loss.type for loss in section.train.losses]})")
+    return section
+
+
+def distill_config_class():
+    from distill.config import DistillConfig
+
+    return DistillConfig
+
+
+def _distill_config(value: Any, path: str):
+    cfg = from_dict(distill_config_class(), value, path)
+    for i, loss in enumerate(getattr(cfg, "losses", []) or []):
+        _checked_name(loss.type, f"{path}.losses[{i}].type", "losses")
+    return cfg
+
+
+HARD_LABEL_LOSSES = ("hard_ce",)
+
+
+def _uses_teacher(cfg: Any) -> bool:
+    """True when a DistillConfig has a KD loss with non-zero weight (needs teacher outputs)."""
+    losses = _registry("losses")
+    for loss in getattr(cfg, "losses", []) or []:
+        if float(getattr(loss, "weight", 1.0) or 0.0) == 0.0:
+            continue
+        entry = losses.entry(loss.type)
+        default = entry.name not in HARD_LABEL_LOSSES
+        if entry.meta.get("needs_teacher", getattr(entry.obj, "needs_teacher", default)):
+            return True
+    return False
+
+
+def uses_teacher(cfg: ExperimentConfig) -> bool:
+    return _uses_teacher(cfg.distill)
+
+
+def step_params_class(step: str):
+    entry = _registry("steps").entry(step)
+    cls = entry.meta.get("params") or getattr(entry.obj, "Params", None)
+    return cls if cls is not None and dataclasses.is_dataclass(cls) else None
+
+
+def _compress_section(value: Any) -> list[StepSection]:
+    if not isinstance(value, list):
+        raise ConfigError(f"compress: expected a list of steps, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        path = f"compress[{i}]"
+        if not isinstance(item, dict) or "step" not in item:
+            raise ConfigError(f"{path}: expected a mapping with a 'step' key, got {item!r}")
+        data = dict(item)
+        name = _checked_name(data.pop("step"), f"{path}.step", "steps")
+        cls = step_params_class(name)
+        params = from_dict(cls, data, path) if cls else data
+        out.append(StepSection(step=name, params=params))
+    return out
+
+
+def _names_list(value: Any, path: str, kind: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list of {kind} names, got {value!r}")
+    return [_checked_name(v, f"{path}[{i}]", kind) for i, v in enumerate(value)]
+
+
+# ----------------------------------------------------------------------------------------------
+# hashing, saving, error locations
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name", "recipe")) -> str:
+    """Stable hash of what determines a run's results (the resolved config without labels and seeds)."""
+    body = {k: v for k, v in raw.items() if k not in drop}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
+
+
+def teacher_hash(cfg: ExperimentConfig, teacher: ModelSection, seed: int) -> str:
+    """Key of a teacher fine-tuning run: same task + teacher section + seed -> same teacher."""
+    body = {"task": cfg.to_raw()["task"], "teacher": _model_raw(teacher), "seed": seed}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
+
+
+def dump_yaml(raw: dict) -> str:
+    return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, default_flow_style=None, width=110)
+
+
+def _locate(path: str | Path, message: str) -> str:
+    """Prefix ``file:line`` for the key path a ConfigError message starts with."""
+    key = message.split(":", 1)[0].strip()
+    line = _key_line(path, key) if key and " " not in key else None
+    return f"{path}:{line}: {message}" if line else f"{path}: {message}"
+
+
+def _key_line(path: str | Path, key: str) -> int | None:
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for part in _split_key(key):
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                break
+            line = match[0][0].start_mark.line + 1
+            node = match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def closest(word: str, choices: list[str]) -> str | None:
+    found = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return found[0] if found else None

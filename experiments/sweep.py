@@ -1,0 +1,165 @@
+"""``tinydistill sweep``: the grid a config declares (teachers x students x recipes x seeds).
+
+Every grid cell is one run of ``experiments.runner`` with its own run directory and store record.
+Teacher fine-tuning is shared: a teacher is keyed by (task section, teacher section, seed), trained
+once under ``<out>/<name>/_teachers/`` and linked into every run that uses it, so the students and
+recipes of a sweep are compared against the very same teacher.  With ``--jobs N`` the distinct
+teachers are trained first (in parallel), then the students; finished runs are skipped, so a sweep can
+be re-run after an interruption (or extended with more seeds) and only does the missing work.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.schema import ConfigError
+from experiments.config import ExperimentConfig, deep_merge, load_config, resolve
+
+
+@dataclass
+class Cell:
+    """One grid cell: a resolved single-seed config and its labels."""
+
+    config: ExperimentConfig
+    seed: int
+    labels: dict[str, str]
+
+
+def _merge_model(base: dict | None, item: Any, path: str, inherit: tuple[str, ...]) -> dict:
+    """A grid item (a registry name or a full section) replacing the base section; ``inherit`` keys of
+    the base section (e.g. ``init``, ``train``) are kept when the item does not set them."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise ConfigError(f"{path}: expected a registry name or a mapping with 'name', got {item!r}")
+    out = copy.deepcopy(item)
+    for key in inherit:
+        if base and key in base and key not in out:
+            out[key] = copy.deepcopy(base[key])
+    return out
+
+
+def expand(cfg: ExperimentConfig) -> list[Cell]:
+    """All cells of ``cfg``'s grid, each validated; without a ``sweep`` section: one cell per seed."""
+    raw = cfg.to_raw()
+    sweep = raw.pop("sweep", None) or {}
+    teachers = sweep.get("teachers") or [None]
+    students = sweep.get("students") or [None]
+    recipes = sweep.get("recipes") or {cfg.recipe: {}}
+    cells = []
+    for ti, t in enumerate(teachers):
+        for si, s in enumerate(students):
+            for recipe, overrides in recipes.items():
+                if not isinstance(overrides, dict):
+                    raise ConfigError(f"sweep.recipes.{recipe}: expected a mapping of overrides, "
+                                      f"got {overrides!r}")
+                base = copy.deepcopy(raw)
+                if t is not None:
+                    base["teacher"] = _merge_model(raw.get("teacher"), t, f"sweep.teachers[{ti}]",
+                                                   ("init", "train"))
+                if s is not None:
+                    base["student"] = _merge_model(raw.get("student"), s, f"sweep.students[{si}]", ("init",))
+                try:
+                    merged = deep_merge(base, overrides)
+                except ConfigError as exc:
+                    raise ConfigError(f"sweep.recipes.{recipe}: {exc}") from None
+                merged["recipe"] = recipe
+                for seed in cfg.seeds:
+                    one = dict(merged, seeds=[seed])
+                    try:
+                        cell_cfg = resolve(one)
+                    except ConfigError as exc:
+                        raise ConfigError(f"sweep cell (teacher {ti}, student {si}, recipe {recipe!r}): "
+                                          f"{exc}") from None
+                    cell_cfg.source = cfg.source
+                    labels = {"teacher": cell_cfg.teacher.name if cell_cfg.teacher else "-",
+                              "student": cell_cfg.student.name, "recipe": recipe}
+                    cells.append(Cell(cell_cfg, seed, labels))
+    return cells
+
+
+# ----------------------------------------------------------------------------------------------
+# execution
+
+
+def _run_cell(job: tuple[dict, int, str, str | None, str]) -> tuple[str, str, str]:
+    """Worker: run one cell (or only its teacher stage). Returns (run id, status, message)."""
+    raw, seed, out, data_dir, what = job
+    from experiments.runner import Runner
+
+    cfg = resolve(raw)
+    runner = Runner(cfg, seed, out_root=out, data_dir=data_dir, resume=True, quiet_prefix=f"[{raw['recipe']}]")
+    try:
+        if what == "teacher":
+            runner.run_teachers()
+            return runner.run_id, "teacher", ""
+        status = runner.run()
+        return runner.run_id, status, ""
+    except Exception as exc:  # noqa: BLE001 - a failed cell must not stop the sweep
+        import traceback
+
+        return runner.run_id, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+
+
+def _map(jobs: list, n: int):
+    if n <= 1 or len(jobs) <= 1:
+        yield from map(_run_cell, jobs)
+        return
+    ctx = mp.get_context("spawn")  # paddle is not fork-safe once imported
+    with ctx.Pool(processes=min(n, len(jobs)), maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(_run_cell, jobs)
+
+
+def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,
+              log=print) -> dict[str, list[str]]:
+    """Run every cell of the grid; returns run ids by status (``done``, ``skipped``, ``failed``)."""
+    from experiments.runner import Runner
+
+    cells = expand(cfg)
+    out = str(out)
+    result: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
+    pending = []
+    for cell in cells:
+        runner = Runner(cell.config, cell.seed, out_root=out, data_dir=data_dir, resume=True)
+        if runner.finished():
+            result["skipped"].append(runner.run_id)
+        else:
+            pending.append((cell, runner))
+    log(f"sweep {cfg.name}: {len(cells)} runs ({len(result['skipped'])} already finished, "
+        f"{len(pending)} to do), {jobs} job(s), output {Path(out) / cfg.name}")
+    # phase 1: every distinct teacher once (keyed by its hash), so students never race to train it
+    teacher_jobs, seen = [], set()
+    for cell, runner in pending:
+        keys = runner.teacher_keys()
+        if keys and not all(k in seen for k in keys) and not runner.teachers_finished():
+            seen.update(keys)
+            teacher_jobs.append((cell.config.to_raw(), cell.seed, out, data_dir, "teacher"))
+    start = time.time()
+    for run_id, status, msg in _map(teacher_jobs, jobs):
+        if status == "failed":
+            log(f"  teacher for {run_id} FAILED: {msg}")
+    # phase 2: students (distill, compress, export, bench, report)
+    student_jobs = [(cell.config.to_raw(), cell.seed, out, data_dir, "run") for cell, _ in pending]
+    for i, (run_id, status, msg) in enumerate(_map(student_jobs, jobs), 1):
+        result["failed" if status == "failed" else "done"].append(run_id)
+        log(f"  [{i}/{len(student_jobs)}] {run_id}: {status}{(' - ' + msg.splitlines()[0]) if msg else ''}")
+        if msg and status == "failed":
+            print(msg, file=sys.stderr)
+    log(f"sweep {cfg.name}: {len(result['done'])} done, {len(result['skipped'])} skipped, "
+        f"{len(result['failed'])} failed in {time.time() - start:.1f}s")
+    return result
+
+
+def cli_sweep(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    result = run_sweep(cfg, args.out, jobs=args.jobs, data_dir=args.data_dir)
+    print(f"report: tinydistill report {Path(args.out) / cfg.name} --plots")
+    return 1 if result["failed"] else 0
