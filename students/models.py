@@ -44,6 +44,9 @@ class _Student(nn.Layer):
         self.dropout = nn.Dropout(cfg["dropout"])
 
     def export_forward(self, input_ids, token_type_ids, attention_mask):
+        # token_type_ids is unused; tie it into the graph with a zero term so that every exported model has
+        # the same three inputs (paddle.jit.save rejects a feed that no output depends on)
+        attention_mask = attention_mask + token_type_ids * 0
         logits = self.forward(input_ids, token_type_ids, attention_mask)["logits"]
         return tuple(logits[h.name] for h in self.heads)
 
