@@ -294,6 +294,10 @@ def resolve(raw: dict) -> ExperimentConfig:
                           "(or use only hard-label losses for a no-KD baseline)")
     compress = _compress_section(top.compress or [])
     export = _names_list(top.export or [], "export", "backends")
+    for i, backend in enumerate(export):
+        if not _registry("backends").entry(backend).meta.get("builder", True):
+            raise ConfigError(f"export[{i}]: backend {backend!r} runs model directories as they are; "
+                              "there is nothing to export (list only exported formats)")
     bench = from_dict(BenchSection, top.bench, "bench") if top.bench is not None else None
     seeds = top.seeds if top.seeds is not None else [1]
     if (not isinstance(seeds, list) or not seeds

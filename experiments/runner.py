@@ -1,0 +1,455 @@
+"""``tinydistill run``: the stages an experiment config names, into one resumable run directory.
+
+Stages, in order (each one only when the config names it)::
+
+    teacher        fine-tune the teacher(s) on the task (shared: see below)
+    student        distil the student (or train it without KD: the no-KD baseline)
+    compress.<s>   each compression step, chained: compressed/<step>/ from the previous model
+    export.<b>     each export backend, from the last model: export/<backend>/
+    bench          size / latency / memory of every model directory the run produced
+    report         metrics.json, report.md, tb/ summary, and the run's record in the result store
+
+Run directory ``<out>/<name>/<run-id>/`` with ``run-id = <student>-<recipe>-s<seed>-<config hash>``: the same
+config and seed always map to the same directory, which is how ``--resume`` and sweeps find finished work.
+Every stage writes its outputs atomically and then its marker ``.stages/<stage>.json`` (metrics with
+units, duration); a stage with a marker is skipped, an unfinished one runs again (the trainer resumes from
+its last checkpoint).  Teachers are keyed by (task, teacher section, seed) and trained once under
+``<out>/<name>/_teachers/``; run directories link to them (``teacher -> ../_teachers/<key>``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import os
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from distill.fsutil import atomic_write_text, dir_size_bytes, read_json, write_json
+from distill.schema import ConfigError, to_dict
+from experiments.config import (ExperimentConfig, ModelSection, config_hash, dump_yaml, load_config, resolve,
+                                uses_teacher)
+from experiments.store import ResultStore, flatten_metrics, provenance, store_dir
+
+STAGES_DIR = ".stages"
+TEACHERS_DIR = "_teachers"
+
+
+def short_name(name: str) -> str:
+    return name.replace("ernie-3.0-tiny-", "").replace("-v2-zh", "").replace("-zh", "")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock (blocks until free); released when the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _hash_view(raw: dict) -> dict:
+    """What identifies results: the raw config without the (machine-specific) data directory."""
+    raw = dict(raw, task={k: v for k, v in raw["task"].items() if k != "data_dir"})
+    return raw
+
+
+class Runner:
+    """One (config, seed) run.  ``run()`` executes the missing stages; see the module docstring."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int, out_root: str | os.PathLike = "runs",
+                 data_dir: str | None = None, resume: bool = False, log: Callable[[str], Any] = print,
+                 quiet_prefix: str = ""):
+        raw = cfg.to_raw()
+        raw.pop("sweep", None)
+        raw["seeds"] = [seed]
+        raw["distill"]["seed"] = seed
+        for t in ([raw.get("teacher")] if raw.get("teacher") else []) + list(raw.get("teachers", [])):
+            if t.get("train") is not None:
+                t["train"]["seed"] = seed
+        if data_dir is not None and raw["task"].get("data_dir") is None:
+            raw["task"]["data_dir"] = str(data_dir)
+        self.raw = raw
+        self.cfg = resolve(raw)
+        self.cfg.source = cfg.source
+        self.seed = seed
+        self.hash = config_hash(_hash_view(raw))
+        self.run_id = f"{short_name(self.cfg.student.name)}-{self.cfg.recipe}-s{seed}-{self.hash[:8]}"
+        self.exp_dir = Path(out_root) / self.cfg.name
+        self.run_dir = self.exp_dir / self.run_id
+        self.store = ResultStore(store_dir(self.exp_dir))
+        self.resume = resume
+        self.log = log
+        self.prefix = quiet_prefix
+        self._teacher_models: list | None = None
+
+    # -- stage bookkeeping ---------------------------------------------------------------------
+    def stages(self) -> list[tuple[str, Callable[[], dict]]]:
+        out: list[tuple[str, Callable[[], dict]]] = []
+        for i in range(len(self.cfg.all_teachers)):
+            out.append((self._teacher_label(i), lambda i=i: self._teacher_stage(i)))
+        out.append(("student", self._student_stage))
+        for label, i in self._step_labels():
+            out.append((f"compress.{label}", lambda i=i, label=label: self._compress_stage(i, label)))
+        for backend in self.cfg.export:
+            out.append((f"export.{backend}", lambda b=backend: self._export_stage(b)))
+        if self.cfg.bench is not None:
+            out.append(("bench", self._bench_stage))
+        out.append(("report", self._report_stage))
+        return out
+
+    def _teacher_label(self, i: int) -> str:
+        return "teacher" if i == 0 else f"teacher{i}"
+
+    def _step_labels(self) -> list[tuple[str, int]]:
+        seen: dict[str, int] = {}
+        out = []
+        for i, step in enumerate(self.cfg.compress):
+            seen[step.step] = seen.get(step.step, 0) + 1
+            out.append((step.step if seen[step.step] == 1 else f"{step.step}-{seen[step.step]}", i))
+        return out
+
+    def _marker(self, stage: str) -> Path:
+        return self.run_dir / STAGES_DIR / f"{stage}.json"
+
+    def done(self, stage: str) -> bool:
+        return self._marker(stage).is_file()
+
+    def finished(self) -> bool:
+        return self.store.has(self.run_id) and all(self.done(s) for s, _ in self.stages())
+
+    def teacher_keys(self) -> list[str]:
+        return [self._teacher_dir(i).name for i in range(len(self.cfg.all_teachers))]
+
+    def teachers_finished(self) -> bool:
+        return all((self._teacher_dir(i) / ".done.json").is_file() for i in range(len(self.cfg.all_teachers)))
+
+    def variants(self) -> list[str]:
+        """Model variants in pipeline order (metric-key prefixes): student, compressed.<s>, export.<b>."""
+        return (["student"] + [f"compressed.{label}" for label, _ in self._step_labels()]
+                + [f"export.{b}" for b in self.cfg.export])
+
+    def variant_dir(self, variant: str) -> Path:
+        if variant == "student":
+            return self.run_dir / "student" / "best"
+        kind, label = variant.split(".", 1)
+        return self.run_dir / kind / label
+
+    def _collected(self) -> tuple[dict, dict]:
+        metrics, durations = {}, {}
+        for stage, _ in self.stages():
+            if self.done(stage):
+                m = read_json(self._marker(stage))
+                metrics.update(m.get("metrics", {}))
+                durations[stage] = m.get("seconds")
+        return metrics, durations
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self) -> str:
+        """Run the missing stages; returns ``"skipped"`` (all done already) or ``"done"``."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.run_dir / ".lock"):
+            if self.finished():
+                self.log(f"{self.prefix}{self.run_id}: finished already ({self.run_dir})")
+                return "skipped"
+            started = any(self.done(s) for s, _ in self.stages()) or (self.run_dir / "student").exists()
+            if started and not self.resume:
+                raise ConfigError(f"{self.run_dir}: an unfinished run of this config and seed exists; add --resume "
+                                  "to continue it, or delete the directory to start over")
+            config_file = self.run_dir / "config.yaml"
+            atomic_write_text(config_file, f"# resolved config of run {self.run_id} (source: {self.cfg.source})\n"
+                              + dump_yaml(self.raw))
+            stages = self.stages()
+            self.log(f"{self.prefix}run {self.run_id} -> {self.run_dir}")
+            for k, (stage, fn) in enumerate(stages, 1):
+                tag = f"{self.prefix}[{k}/{len(stages)}] {stage}"
+                if self.done(stage):
+                    self.log(f"{tag}: done earlier, skipped")
+                    continue
+                self.log(f"{tag}: running")
+                t0 = time.time()
+                metrics = fn() or {}
+                seconds = time.time() - t0
+                write_json(self._marker(stage), {"stage": stage, "seconds": round(seconds, 3),
+                                                 "finished_at": time.time(), "metrics": metrics})
+                self.log(f"{tag}: done in {seconds:.1f}s{self._summary(metrics)}")
+            return "done"
+
+    def run_teachers(self) -> None:
+        """Only the teacher stages (the first phase of a sweep)."""
+        for i in range(len(self.cfg.all_teachers)):
+            self._ensure_teacher(i)
+
+    def _summary(self, metrics: dict) -> str:
+        main = self.task_main_metric
+        parts = [f"{k.split('.')[-1]} {v['value']:.4g}{'' if v['unit'] in ('1', 'count') else ' ' + v['unit']}"
+                 for k, v in metrics.items()
+                 if k.endswith(f".dev.{main}") or k.endswith(".size_mb") or k.endswith("latency_p50_ms")]
+        return f" ({', '.join(parts[:4])})" if parts else ""
+
+    # -- shared inputs -------------------------------------------------------------------------
+    @cached_property
+    def task(self):
+        from tasks import build_task
+
+        return build_task(self.cfg.task.name, **to_dict(self.cfg.task.options))
+
+    @property
+    def task_main_metric(self) -> str:
+        from tasks import TASKS
+
+        return TASKS.get(self.cfg.task.name).main_metric
+
+    @cached_property
+    def train_examples(self) -> list:
+        return self.task.load("train")
+
+    @cached_property
+    def dev_examples(self) -> list:
+        return self.task.load("dev")
+
+    def tokenizer_for(self, section: ModelSection, path: str):
+        from experiments.tokenizers import make_tokenizer
+
+        return make_tokenizer(section, path, lambda: self.task.texts("train"))
+
+    # -- teacher -------------------------------------------------------------------------------
+    def _teacher_dir(self, i: int) -> Path:
+        t = self.cfg.all_teachers[i]
+        raw_t = (self.raw["teacher"] if (i == 0 and self.cfg.teacher) else
+                 self.raw["teachers"][i - (1 if self.cfg.teacher else 0)])
+        key = config_hash({"task": _hash_view(self.raw)["task"], "teacher": raw_t, "seed": self.seed})
+        return self.exp_dir / TEACHERS_DIR / f"{short_name(t.name)}-s{self.seed}-{key[:10]}"
+
+    def _ensure_teacher(self, i: int) -> dict:
+        shared = self._teacher_dir(i)
+        done = shared / ".done.json"
+        with file_lock(shared.parent / f".{shared.name}.lock"):
+            if not done.is_file():
+                t0 = time.time()
+                metrics = self._train_teacher(i, shared)
+                write_json(done, {"seconds": round(time.time() - t0, 3), "metrics": metrics,
+                                  "teacher": self.raw.get("teacher") if i == 0 else None})
+        return read_json(done)
+
+    def _train_teacher(self, i: int, out: Path) -> dict:
+        from teachers.base import build_model, load_model_dir, save_model_dir
+
+        t = self.cfg.all_teachers[i]
+        path = "teacher" if (i == 0 and self.cfg.teacher) else f"teachers[{i}]"
+        if not t.finetune:
+            model, tok, _ = load_model_dir(t.init)
+            save_model_dir(out / "best", model, tok, task=self.task, extra={"source": t.init})
+            from distill.trainer import evaluate
+
+            return {"dev": evaluate(model, tok, self.task, self.dev_examples)}
+        from distill.trainer import train
+
+        tok = self.tokenizer_for(t, path)
+        model = build_model("teacher", t.name, self.task.heads(), init=t.init, vocab_size=tok.vocab_size, **t.options)
+        result = train(model, tok, self.task, self.train_examples, self.dev_examples, t.train, str(out),
+                       teachers=(), resume=(out / "checkpoint").exists())
+        return {"dev": dict(result.best_metrics)}
+
+    def _teacher_stage(self, i: int) -> dict:
+        done = self._ensure_teacher(i)
+        shared = self._teacher_dir(i)
+        link = self.run_dir / self._teacher_label(i)
+        target = os.path.relpath(shared, self.run_dir)
+        if link.is_symlink() and os.readlink(link) != target:
+            link.unlink()
+        if not link.is_symlink():
+            tmp = self.run_dir / f".{link.name}.link"
+            if tmp.is_symlink():
+                tmp.unlink()
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+        best = shared / "best"
+        metrics = {"dev": done["metrics"].get("dev", {}), "size_mb": _mb(best), **_params(best)}
+        return flatten_metrics(self._teacher_label(i), metrics)
+
+    def teacher_models(self) -> list:
+        """[(model, tokenizer)] of the run's teachers (loaded once)."""
+        if self._teacher_models is None:
+            from teachers.base import load_model_dir
+
+            self._teacher_models = []
+            for i in range(len(self.cfg.all_teachers)):
+                model, tok, _ = load_model_dir(self._teacher_dir(i) / "best")
+                self._teacher_models.append((model, tok))
+        return self._teacher_models
+
+    # -- student -------------------------------------------------------------------------------
+    def _student_stage(self) -> dict:
+        from distill.trainer import train
+        from teachers.base import build_model
+
+        s = self.cfg.student
+        out = self.run_dir / "student"
+        if s.tokenizer.from_teacher:
+            if not self.cfg.all_teachers:
+                raise ConfigError("student.tokenizer.from_teacher: the config has no teacher")
+            tok = self.teacher_models()[0][1]
+        else:
+            tok = self.tokenizer_for(s, "student")
+        model = build_model("student", s.name, self.task.heads(), init=s.init, vocab_size=tok.vocab_size, **s.options)
+        teachers = self.teacher_models() if uses_teacher(self.cfg) else []
+        result = train(model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
+                       teachers=teachers, resume=(out / "checkpoint").exists())
+        best = out / "best"
+        return flatten_metrics("student", {"dev": dict(result.best_metrics), "size_mb": _mb(best),
+                                           **_params(best)})
+
+    # -- compression, export, bench ------------------------------------------------------------
+    def _last_model_dir(self, upto_step: int | None = None) -> Path:
+        labels = self._step_labels()
+        if upto_step is not None:
+            labels = labels[:upto_step]
+        return self.run_dir / "compressed" / labels[-1][0] if labels else self.run_dir / "student" / "best"
+
+    def step_context(self):
+        from compress.steps import StepContext
+
+        return StepContext(data_dir=self.cfg.task.options.data_dir, seed=self.seed,
+                           threads=self.cfg.bench.threads if self.cfg.bench else 1, log=self.log)
+
+    def _compress_stage(self, i: int, label: str) -> dict:
+        import shutil
+
+        from compress import STEPS
+        from compress.steps import NotApplicable
+        from distill.fsutil import atomic_dir
+
+        step = self.cfg.compress[i]
+        in_dir = self._last_model_dir(upto_step=i)
+        out_dir = self.run_dir / "compressed" / label
+        params = to_dict(step.params) if step.params is not None else {}
+        try:
+            report = STEPS.get(step.step)(in_dir, out_dir, params, self.step_context())
+        except NotApplicable as exc:
+            # carried through unchanged, so later steps and exports chain as configured
+            with atomic_dir(out_dir) as tmp:
+                shutil.copytree(in_dir, tmp, dirs_exist_ok=True, symlinks=True)
+            self.log(f"  {step.step}: not applicable ({exc}); model carried through unchanged")
+            report = {"not_applicable": str(exc)}
+        report = dict(report or {})
+        if not isinstance(report.get("dev"), dict) or self.task_main_metric not in report["dev"]:
+            report["dev"] = self._evaluate_dir(out_dir)
+        return flatten_metrics(f"compressed.{label}", _variant_metrics(report, out_dir))
+
+    def _export_stage(self, backend: str) -> dict:
+        from compress.export import export
+
+        out_dir = self.run_dir / "export" / backend
+        report = export(self._last_model_dir(), backend, out_dir, check=True,
+                        data_dir=self.cfg.task.options.data_dir)
+        if "dev" not in report:
+            report = dict(report, dev=self._evaluate_dir(out_dir))
+        return flatten_metrics(f"export.{backend}", _variant_metrics(report, out_dir))
+
+    def _evaluate_dir(self, model_dir: Path) -> dict:
+        from compress.predictor import Predictor
+
+        predictor = Predictor.from_dir(model_dir, threads=1, data_dir=self.cfg.task.options.data_dir)
+        return predictor.evaluate(self.dev_examples)
+
+    def _bench_stage(self) -> dict:
+        from compress.bench import bench_dir
+
+        b = self.cfg.bench
+        out = {}
+        for variant in self.variants():
+            d = self.variant_dir(variant)
+            res = bench_dir(d, batch_size=b.batch_size, seq_len=b.seq_len, threads=b.threads, runs=b.runs,
+                            warmup=b.warmup)
+            out.update(flatten_metrics(variant, res))
+        return out
+
+    # -- report --------------------------------------------------------------------------------
+    def _report_stage(self) -> dict:
+        metrics, durations = self._collected()
+        write_json(self.run_dir / "metrics.json", {"run_id": self.run_id, "metrics": metrics,
+                                                   "durations_s": durations})
+        variants = [v for v in self.variants() if self.variant_dir(v).exists()]
+        atomic_write_text(self.run_dir / "report.md", self._report_md(metrics, durations, variants))
+        self._write_tb(metrics, variants)
+        teacher = self.cfg.teacher.name if self.cfg.teacher else None
+        record = {
+            "run_id": self.run_id, "name": self.cfg.name, "recipe": self.cfg.recipe, "task": self.cfg.task.name,
+            "main_metric": self.task_main_metric, "teacher": teacher, "student": self.cfg.student.name,
+            "seed": self.seed, "kd": uses_teacher(self.cfg), "config_hash": self.hash, "config": self.raw,
+            **provenance(), "metrics": metrics, "durations": durations, "variants": variants,
+            "final": variants[-1], "run_dir": str(self.run_dir.resolve()),
+        }
+        self.store.put(record)
+        return {}
+
+    def _report_md(self, metrics: dict, durations: dict, variants: list[str]) -> str:
+        main = self.task_main_metric
+
+        def val(key: str, fmt: str = "{:.2f}") -> str:
+            m = metrics.get(key)
+            return fmt.format(m["value"]) if m else "-"
+
+        lines = [f"# Run {self.run_id}", "",
+                 f"Config `{self.cfg.source or '-'}` (resolved: `config.yaml`), recipe `{self.cfg.recipe}`, "
+                 f"seed {self.seed}, task `{self.cfg.task.name}`, student `{self.cfg.student.name}`"
+                 + (f", teacher `{self.cfg.teacher.name}`" if self.cfg.teacher else "") + ".", "",
+                 f"| model | dev {main} (%) | size (MB) | parameters | latency p50 (ms) | latency p90 (ms) |",
+                 "|---|---|---|---|---|---|"]
+        rows = [self._teacher_label(i) for i in range(len(self.cfg.all_teachers))] + variants
+        for v in rows:
+            lines.append(f"| {v} | {val(f'{v}.dev.{main}')} | {val(f'{v}.size_mb')} | "
+                         f"{val(f'{v}.num_parameters', '{:,.0f}')} | {val(f'{v}.latency_p50_ms', '{:.3f}')} | "
+                         f"{val(f'{v}.latency_p90_ms', '{:.3f}')} |")
+        lines += ["", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {s} | {d:.1f} |" for s, d in durations.items() if d is not None]
+        lines += ["", "All metrics with units: `metrics.json`."]
+        return "\n".join(lines) + "\n"
+
+    def _write_tb(self, metrics: dict, variants: list[str]) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:  # pragma: no cover - tensorboardX is a dependency
+            return
+        main = self.task_main_metric
+        with SummaryWriter(str(self.run_dir / "tb")) as w:
+            for step, v in enumerate(variants):
+                for key, tag in ((f"{v}.dev.{main}", f"pipeline/dev_{main}"), (f"{v}.size_mb", "pipeline/size_mb"),
+                                 (f"{v}.latency_p50_ms", "pipeline/latency_p50_ms")):
+                    if key in metrics:
+                        w.add_scalar(tag, metrics[key]["value"], step)
+            w.add_text("config", "```\n" + dump_yaml(self.raw) + "\n```")
+
+
+def _mb(model_dir: Path) -> float:
+    from compress.common import deploy_size_bytes
+
+    return round((deploy_size_bytes(model_dir) if model_dir.exists() else 0) / 1e6, 4)
+
+
+def _params(model_dir: Path) -> dict:
+    f = model_dir / "manifest.json"
+    n = read_json(f).get("num_parameters") if f.is_file() else None
+    return {"num_parameters": n} if isinstance(n, int) else {}
+
+
+def _variant_metrics(report: dict, out_dir: Path) -> dict:
+    """A step/export report with the size in MB of what a deployment needs."""
+    report = dict(report or {})
+    report["size_mb"] = _mb(out_dir)
+    return report
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    for seed in cfg.seeds:
+        runner = Runner(cfg, seed, out_root=args.out, data_dir=args.data_dir, resume=args.resume)
+        runner.run()
+        print(f"run {runner.run_id}: {runner.run_dir / 'report.md'}")
+    return 0
