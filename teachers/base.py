@@ -155,9 +155,14 @@ def load_model_dir(path: str | os.PathLike):
 def _build_from_manifest(manifest: dict, where: Path):
     config = dict(manifest.get("model_config") or {})
     vocab_size = config.pop("vocab_size", None)
+    kind = manifest.get("kind", "student")
+    if manifest["arch"] not in _registry(kind):  # e.g. a teacher-only size saved as a student
+        kind = "teacher" if kind == "student" else "student"
     try:
-        return build_model(manifest.get("kind", "student"), manifest["arch"], manifest["heads"], init="scratch",
-                           vocab_size=vocab_size, **config)
+        model = build_model(kind, manifest["arch"], manifest["heads"], init="scratch", vocab_size=vocab_size,
+                            **config)
+        model.kind = manifest.get("kind", model.kind)
+        return model
     except ModelLoadError:
         raise
     except (TypeError, ValueError, KeyError) as exc:

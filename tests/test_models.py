@@ -154,6 +154,24 @@ def test_every_model_forward_backward_contract(kind, name, heads):
     assert float(paddle.abs(grads[0]).sum()) > 0  # reaches the embedding
 
 
+@pytest.mark.parametrize("name,options", [
+    ("ernie-3.0-tiny-nano-v2-zh", {}),
+    ("bilstm", dict(pooling="max")), ("bilstm", dict(pooling="mean")), ("bilstm", dict(pooling="last")),
+    ("textcnn", {}),
+])
+def test_padding_does_not_change_outputs(name, options):
+    heads = SENTIMENT if name == "textcnn" else SLU
+    model = build_model("student", name, heads, vocab_size=VOCAB, **{**tiny(name), **options})
+    model.eval()
+    short = batch(5, lengths=(6, 4))
+    ids, types, mask = (paddle.concat([t, paddle.zeros([2, 5], "int64")], axis=1) for t in short)
+    a, b = logits_np(model, short), logits_np(model, (ids, types, mask))
+    np.testing.assert_allclose(a[heads[0].name], b[heads[0].name], atol=1e-5)
+    if len(heads) > 1:  # token logits of the real tokens
+        np.testing.assert_allclose(a["slot"][0], b["slot"][0, :6], atol=1e-5)
+        np.testing.assert_allclose(a["slot"][1, :4], b["slot"][1, :4], atol=1e-5)
+
+
 def test_attention_probabilities_ignore_attention_dropout():
     model = build_model("student", "ernie-3.0-tiny-pico-v2-zh", SENTIMENT, vocab_size=VOCAB,
                         attention_probs_dropout_prob=0.5, **TINY["ernie"])
