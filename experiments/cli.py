@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=200, help="timed runs after warm-up (default 200)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    p.add_argument("--throughput-batches", default="8,32", metavar="B,B",
+                   help="batch sizes of the end-to-end throughput columns (default 8,32)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
     p = sub.add_parser("data", help="list, fetch or check the data sets")

@@ -1,0 +1,37 @@
+"""Export/runtime backends (``BACKENDS``).  Light module: the builders live in ``compress/export.py``.
+
+Each entry's meta: ``runtime`` (what runs the directory: ``paddle``, ``paddle-inference``, ``onnxruntime``),
+``format`` (the manifest format of an exported directory) and ``builder`` (``module:function`` that writes
+it; none for ``paddle``, which runs dygraph directories as they are).
+"""
+from compress import BACKENDS
+
+
+class Backend:
+    """A backend description; ``export(...)`` delegates to ``compress.export.export``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def export(self, model_dir, out_dir, **kwargs) -> dict:
+        from compress.export import export
+
+        return export(model_dir, self.name, out_dir, **kwargs)
+
+    def describe(self, name: str = "") -> str:
+        meta = BACKENDS.entry(self.name).meta
+        return f"runtime {meta['runtime']}, format {meta['format']}"
+
+
+def _add(name: str, summary: str, runtime: str, fmt: str, builder: str | None) -> None:
+    BACKENDS.add(name, Backend(name), summary=summary, runtime=runtime, format=fmt, builder=builder)
+
+
+_add("paddle", "dygraph model directory run by paddle (the reference; no export)", "paddle", "dygraph", None)
+_add("paddle-inference", "static program (paddle.jit.save) run by paddle.inference with oneDNN (INT8 kernels "
+     "for INT8 programs)", "paddle-inference", "paddle-inference", "compress.export:build_paddle_inference")
+_add("onnx", "FP32 ONNX via paddle2onnx, run by ONNX Runtime", "onnxruntime", "onnx", "compress.export:build_onnx")
+_add("onnx-int8", "ONNX Runtime dynamic INT8 (per-channel MatMul weights, quantised embedding Gather)",
+     "onnxruntime", "onnx", "compress.export:build_onnx_int8")
+_add("ort-mobile", "ONNX Runtime mobile format (.ort) of the INT8 ONNX model", "onnxruntime", "ort",
+     "compress.export:build_ort_mobile")

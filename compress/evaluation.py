@@ -1,0 +1,77 @@
+"""Helpers shared by the steps: task data, dev metrics of a directory on its runtime, and the step report."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress.common import REPORT, build_task, deploy_size_bytes, read_manifest
+
+
+def task_and_data(manifest: dict, ctx, need_train: bool = True):
+    """(task, train examples, dev examples) for a model directory's task, capped by the context."""
+    task = build_task(manifest, data_dir=ctx.data_dir)
+    if task is None:
+        raise ValueError("this step needs the model's task (manifest 'task' is null)")
+    train = task.load("train") if need_train else []
+    dev = task.load("dev")
+    if ctx.max_train_examples:
+        train = train[: ctx.max_train_examples]
+    if ctx.max_dev_examples:
+        dev = dev[: ctx.max_dev_examples]
+    return task, train, dev
+
+
+def model_latency_ms(predictor, seq_len: int = 16, batch_size: int = 1, runs: int = 50, warmup: int = 10) -> dict:
+    """Model-only latency (p50/p90 ms) of a predictor on a fixed batch of ``seq_len`` real-looking ids."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, predictor.tokenizer.vocab_size, (batch_size, seq_len)).astype("int64")
+    feed = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
+    for _ in range(warmup):
+        predictor.logits(feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        predictor.logits(feed)
+        times.append((time.perf_counter() - t) * 1000)
+    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "runs": runs}
+
+
+def dir_metrics(model_dir, ctx, examples=None) -> tuple[str, dict]:
+    """(main metric name, dev metrics) of a model directory run on its own runtime."""
+    from compress.predictor import Predictor
+
+    p = Predictor.from_dir(model_dir, data_dir=ctx.data_dir, threads=ctx.threads)
+    if examples is None:
+        examples = p.task.load("dev")
+        if ctx.max_dev_examples:
+            examples = examples[: ctx.max_dev_examples]
+    return p.task.main_metric, {k: float(v) for k, v in p.evaluate(examples).items()}
+
+
+def step_report(step: str, params, in_dir, out_dir, ctx, started: float, extra: dict | None = None,
+                metrics: dict | None = None) -> dict:
+    """Measure ``out_dir`` (dev metrics, deployable size, parameters, model-only latency), save and return."""
+    from compress.predictor import Predictor
+    from distill.fsutil import write_json
+    from distill.schema import to_dict
+
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    p = Predictor.from_dir(out_dir, data_dir=ctx.data_dir, threads=ctx.threads)
+    if metrics is None:
+        dev = p.task.load("dev")
+        if ctx.max_dev_examples:
+            dev = dev[: ctx.max_dev_examples]
+        metrics = {k: float(v) for k, v in p.evaluate(dev).items()}
+    report = {
+        "step": step, "applied": True, "params": to_dict(params), "in_dir": str(in_dir), "out_dir": str(out_dir),
+        "format": manifest["format"], "precision": manifest.get("precision", "fp32"), "runtime": p.runtime,
+        "main_metric": p.task.main_metric, "dev_metrics": metrics,
+        "size_bytes": deploy_size_bytes(out_dir), "num_parameters": manifest.get("num_parameters"),
+        "latency_ms_b1_s16": model_latency_ms(p, runs=ctx.latency_runs),
+        "seconds": round(time.time() - started, 2), **(extra or {}),
+    }
+    write_json(out_dir / REPORT, report)
+    return report

@@ -1,0 +1,267 @@
+"""Export a model directory to a runtime, verified against its source before it is written.
+
+``export(model_dir, backend, out_dir)`` builds the new directory under a temporary name, runs the source
+and the export on the same inputs and only then renames it into place:
+
+* FP32 export of an FP32 source: max |logit difference| over every head must be below ``atol`` (1e-4);
+* anything INT8: the dev main metric must be within ``tolerance`` points (default 0.5) of the source's,
+  and every output finite.  A failed check raises ``ExportError``; nothing is written at ``out_dir``.
+
+The builders (``build_*``) are what the ``BACKENDS`` registry entries (``compress/backends.py``) point to.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
+                             write_manifest)
+
+ATOL = 1e-4
+
+
+# -- paddle programs ----------------------------------------------------------------------------------
+def input_spec():
+    import paddle
+
+    return [paddle.static.InputSpec([None, None], "int64", name) for name in
+            ("input_ids", "token_type_ids", "attention_mask")]
+
+
+def export_layer(model):
+    """A Layer whose ``forward`` is ``model.export_forward`` (tuple of logits in head order)."""
+    import paddle
+
+    class ExportForward(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            return tuple(self.inner.export_forward(input_ids, token_type_ids, attention_mask))
+
+    return ExportForward(model)
+
+
+def save_program(model, prefix: Path) -> None:
+    """``paddle.jit.save`` of a deep copy of ``model`` (to_static changes a Layer in place)."""
+    import paddle
+
+    layer = export_layer(copy.deepcopy(model))
+    layer.eval()
+    static = paddle.jit.to_static(layer, input_spec=input_spec(), full_graph=True)
+    paddle.jit.save(static, str(prefix))
+    info = Path(str(prefix) + ".pdiparams.info")
+    if info.exists():
+        info.unlink()
+
+
+def float_source(model_dir: Path, manifest: dict) -> Path:
+    """The dygraph directory holding a model's float weights (itself, or ``source/`` of a quantised dir)."""
+    if manifest["format"] == "dygraph":
+        return model_dir
+    if (model_dir / SOURCE_DIR / "manifest.json").is_file():
+        return model_dir / SOURCE_DIR
+    raise ExportError(f"{model_dir}: format {manifest['format']!r} has no float weights ({SOURCE_DIR}/) to "
+                      "export from")
+
+
+def _program_of(model_dir: Path, manifest: dict, work: Path) -> Path:
+    """Path prefix of an FP32 Paddle program of the model (saved into ``work`` if needed)."""
+    if manifest["format"] == "paddle-inference" and manifest.get("precision", "fp32") == "fp32":
+        return model_dir / Path(manifest.get("model_file", "model.pdmodel")).stem
+    from teachers.base import load_model_dir
+
+    model = load_model_dir(float_source(model_dir, manifest))[0]
+    prefix = work / "model"
+    save_program(model, prefix)
+    return prefix
+
+
+# -- builders (one per backend) ----------------------------------------------------------------------
+def build_paddle_inference(src: Path, manifest: dict, out: Path, params: dict) -> dict:
+    if manifest["format"] == "paddle-inference":
+        for suffix in (".pdmodel", ".pdiparams"):
+            shutil.copy2(src / f"model{suffix}", out / f"model{suffix}")
+        return {"model_file": "model.pdmodel", "precision": manifest.get("precision", "fp32")}
+    if manifest["format"] != "dygraph":
+        raise ExportError(f"{src}: cannot build a Paddle program from format {manifest['format']!r}")
+    from teachers.base import load_model_dir
+
+    save_program(load_model_dir(src)[0], out / "model")
+    return {"model_file": "model.pdmodel", "precision": "fp32"}
+
+
+def _onnx_fp32(src: Path, manifest: dict, target: Path, work: Path) -> None:
+    if manifest["format"] == "onnx" and manifest.get("precision", "fp32") == "fp32":
+        shutil.copy2(src / manifest.get("model_file", "model.onnx"), target)
+        return
+    import paddle2onnx
+
+    prefix = _program_of(src, manifest, work)
+    paddle2onnx.export(str(prefix) + ".pdmodel", str(prefix) + ".pdiparams", str(target), opset_version=13,
+                       enable_onnx_checker=True, verbose=False)
+
+
+def build_onnx(src: Path, manifest: dict, out: Path, params: dict) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        _onnx_fp32(src, manifest, out / "model.onnx", Path(work))
+    return {"model_file": "model.onnx", "precision": "fp32"}
+
+
+def quantize_onnx(fp32: Path, target: Path, embedding: bool) -> None:
+    """ONNX Runtime dynamic INT8: per-channel MatMul weights, and the embedding ``Gather`` tables if asked."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ops = ["MatMul", "Gather"] if embedding else ["MatMul"]
+    quantize_dynamic(str(fp32), str(target), op_types_to_quantize=ops, per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+
+
+def _embedding_flag(manifest: dict, params: dict) -> bool:
+    if params.get("quantize_embedding") is not None:
+        return bool(params["quantize_embedding"])
+    quant = manifest.get("quant") or {}
+    return bool(quant.get("embedding", True)) if quant else True
+
+
+def build_onnx_int8(src: Path, manifest: dict, out: Path, params: dict) -> dict:
+    embedding = _embedding_flag(manifest, params)
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        if manifest["format"] == "onnx" and manifest.get("precision") == "fp32":
+            fp32 = src / manifest.get("model_file", "model.onnx")
+        else:
+            fp32 = work / "fp32.onnx"
+            _onnx_fp32(float_source(src, manifest), read_manifest(float_source(src, manifest)), fp32, work)
+        quantize_onnx(fp32, out / "model.onnx", embedding)
+    quant = dict(manifest.get("quant") or {})
+    quant.update({"weights": "int8 per-channel (onnxruntime dynamic)", "embedding": embedding})
+    return {"model_file": "model.onnx", "precision": "int8", "quant": quant}
+
+
+def build_ort_mobile(src: Path, manifest: dict, out: Path, params: dict) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        onnx_dir = work / "onnx"
+        onnx_dir.mkdir()
+        if manifest["format"] == "onnx":
+            shutil.copy2(src / manifest.get("model_file", "model.onnx"), onnx_dir / "model.onnx")
+            extra = {"precision": manifest.get("precision", "fp32"), "quant": manifest.get("quant")}
+        else:  # the mobile format is for the INT8 model unless asked otherwise
+            builder = build_onnx if params.get("precision") == "fp32" else build_onnx_int8
+            extra = builder(src, manifest, onnx_dir, params)
+        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_dir / "model.onnx"),
+               "--output_dir", str(work / "ort"), "--optimization_style", "Fixed"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        produced = sorted((work / "ort").glob("*.ort"))
+        if proc.returncode != 0 or not produced:
+            raise ExportError(f"convert_onnx_models_to_ort failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+        shutil.copy2(produced[0], out / "model.ort")
+    return {"model_file": "model.ort", "precision": extra.get("precision", "int8"),
+            **({"quant": extra["quant"]} if extra.get("quant") else {})}
+
+
+# -- verification -------------------------------------------------------------------------------------
+def check_inputs(predictor, data_dir=None, n: int = 64) -> dict[str, np.ndarray]:
+    """A batch to compare logits on: dev texts when the task's data is there, else random ids."""
+    if predictor.task is not None:
+        try:
+            examples = predictor.task.load("dev")[:n]
+            return predictor.collate(predictor.encode(examples))
+        except (FileNotFoundError, OSError, ValueError, RuntimeError):
+            pass
+    rng = np.random.default_rng(0)
+    length = min(16, predictor.max_seq_length or 16)
+    ids = rng.integers(0, predictor.tokenizer.vocab_size, (8, length)).astype("int64")
+    mask = np.ones_like(ids)
+    mask[::2, length // 2:] = 0
+    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
+
+
+def dev_metric(predictor, max_examples: int | None = None) -> tuple[str, float, dict]:
+    task = predictor.task
+    if task is None:
+        raise ExportError(f"{predictor.model_dir}: INT8 results are checked on dev data, but the manifest "
+                          "records no task")
+    try:
+        examples = task.load("dev")
+    except (FileNotFoundError, OSError) as exc:
+        raise ExportError(f"INT8 results are checked on dev data, which is not available ({exc}); "
+                          "give data_dir (or check=False)") from None
+    if max_examples:
+        examples = examples[:max_examples]
+    metrics = predictor.evaluate(examples)
+    return task.main_metric, float(metrics[task.main_metric]), metrics
+
+
+def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = ATOL, data_dir=None,
+           max_examples: int | None = None, src_metrics: dict | None = None) -> dict:
+    """Compare ``dst_dir`` with ``src_dir`` (see module doc); returns the check record or raises ExportError."""
+    from compress.predictor import Predictor
+
+    src = Predictor.from_dir(src_dir, data_dir=data_dir)
+    dst = Predictor.from_dir(dst_dir, data_dir=data_dir)
+    feed = check_inputs(src, data_dir)
+    a, b = src.logits(feed), dst.logits(feed)
+    diff = max(float(np.abs(a[h] - b[h]).max()) for h in a)
+    finite = all(np.isfinite(b[h]).all() for h in b)
+    record = {"max_abs_logit_diff": diff, "finite": finite, "atol": atol}
+    if not finite:
+        raise ExportError(f"{dst_dir}: the exported model outputs NaN/inf; refusing it")
+    int8 = "int8" in (src.manifest.get("precision", "fp32"), dst.manifest.get("precision", "fp32"))
+    if not int8:
+        if diff >= atol:
+            raise ExportError(f"{dst_dir}: exported model differs from {src_dir}: max |logit diff| "
+                              f"{diff:.3g} >= {atol:g}")
+        record["passed"] = True
+        return record
+    name, ref, ref_all = (src_metrics["name"], src_metrics["value"], src_metrics["all"]) if src_metrics else \
+        dev_metric(src, max_examples)
+    _, got, got_all = dev_metric(dst, max_examples)
+    record.update({"metric": name, "source": ref, "export": got, "tolerance": tolerance,
+                   "source_metrics": ref_all, "export_metrics": got_all})
+    if got < ref - tolerance:
+        raise ExportError(f"{dst_dir}: INT8 model fails its check: dev {name} {got:.2f} vs {ref:.2f} from "
+                          f"{src_dir} (tolerance {tolerance} points); refusing it")
+    record["passed"] = True
+    return record
+
+
+# -- entry point --------------------------------------------------------------------------------------
+def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: float = 0.5, atol: float = ATOL,
+           data_dir: str | None = None, max_check_examples: int | None = None, **params) -> dict:
+    """Export ``model_dir`` with backend ``backend`` (a ``BACKENDS`` name) to ``out_dir``; returns the report."""
+    from compress import BACKENDS
+    from distill.fsutil import atomic_dir, write_json
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    entry = BACKENDS.entry(backend)
+    if not entry.meta.get("builder"):
+        raise ExportError(f"backend {entry.name!r} needs no export: it runs dygraph model directories as they are")
+    manifest = read_manifest(model_dir)
+    module, func = entry.meta["builder"].split(":")
+    builder = getattr(__import__(module, fromlist=[func]), func)
+    start = time.time()
+    with atomic_dir(out_dir) as tmp:
+        updates = builder(model_dir, manifest, tmp, params)
+        new = {k: v for k, v in manifest.items() if k not in ("quant", "precision", "model_file", "verification")}
+        new.update({"format": entry.meta["format"], "backend": entry.name, "exported_from": str(model_dir)})
+        new.update(updates)
+        copy_tokenizer_files(model_dir, tmp, manifest)
+        write_manifest(tmp, new)
+        record = verify(model_dir, tmp, tolerance, atol, data_dir, max_check_examples) if check else {"skipped": True}
+        report = {"backend": entry.name, "format": new["format"], "precision": new.get("precision", "fp32"),
+                  "source": str(model_dir), "out_dir": str(out_dir), "size_bytes": deploy_size_bytes(tmp),
+                  "check": record, "seconds": round(time.time() - start, 2)}
+        new["verification"] = {k: v for k, v in record.items() if not k.endswith("_metrics")}
+        write_manifest(tmp, new)
+        write_json(tmp / "report.json", report)
+    return report

@@ -1,0 +1,122 @@
+"""Runtime sessions: run one model directory on one runtime, numpy in, logits (head order) out.
+
+``RUNTIMES`` maps a runtime name to its session class; each imports its runtime lazily, so the
+``onnxruntime`` session never imports paddle.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+RUNTIMES: dict[str, type] = {}
+
+
+def runtime(name: str):
+    def deco(cls):
+        cls.name = name
+        RUNTIMES[name] = cls
+        return cls
+    return deco
+
+
+class Session:
+    name = ""
+
+    def __init__(self, model_dir: Path, manifest: dict, threads: int = 1):
+        self.model_dir, self.manifest, self.threads = Path(model_dir), manifest, threads
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+@runtime("paddle")
+class PaddleSession(Session):
+    """A dygraph model directory run by paddle (the reference every export is checked against)."""
+
+    def __init__(self, model_dir, manifest, threads=1):
+        super().__init__(model_dir, manifest, threads)
+        import paddle
+
+        from teachers.base import load_model_dir
+
+        if manifest["format"] != "dygraph":
+            raise ValueError(f"{model_dir}: runtime 'paddle' needs a dygraph model directory, "
+                             f"this one is {manifest['format']!r}")
+        self._paddle = paddle
+        self.model = load_model_dir(model_dir)[0]
+        self.model.eval()
+
+    def run(self, feed):
+        paddle = self._paddle
+        with paddle.no_grad():
+            outs = self.model.export_forward(*(paddle.to_tensor(np.asarray(feed[k], dtype="int64")) for k in INPUTS))
+        return [o.numpy() for o in outs]
+
+
+@runtime("paddle-inference")
+class PaddleInferenceSession(Session):
+    """``paddle.inference`` on ``model.pdmodel``: oneDNN on, oneDNN INT8 kernels for INT8 programs."""
+
+    def __init__(self, model_dir, manifest, threads=1):
+        super().__init__(model_dir, manifest, threads)
+        from paddle import inference
+
+        prefix = self.model_dir / manifest.get("model_file", "model.pdmodel")
+        params = prefix.with_suffix(".pdiparams")
+        if not prefix.is_file():
+            raise FileNotFoundError(f"{prefix}: Paddle Inference program not found")
+        config = inference.Config(str(prefix), str(params))
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(threads)
+        config.enable_mkldnn()
+        if manifest.get("precision") == "int8":
+            config.enable_mkldnn_int8()
+        config.disable_glog_info()
+        config.switch_ir_optim(True)
+        self.predictor = inference.create_predictor(config)
+        self.input_names = self.predictor.get_input_names()
+        self.output_names = self.predictor.get_output_names()
+
+    def run(self, feed):
+        for name in self.input_names:
+            self.predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feed[name], dtype="int64"))
+        self.predictor.run()
+        return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.output_names]
+
+
+@runtime("onnxruntime")
+class OrtSession(Session):
+    """ONNX Runtime (CPU) on ``model.onnx`` or the mobile ``model.ort`` format; does not import paddle."""
+
+    def __init__(self, model_dir, manifest, threads=1):
+        super().__init__(model_dir, manifest, threads)
+        import onnxruntime as ort
+
+        file = self.model_dir / manifest.get("model_file", "model.onnx")
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: ONNX model not found")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feed):
+        return self.session.run(None, {n: np.ascontiguousarray(feed[n], dtype="int64") for n in self.input_names})
+
+
+def open_session(model_dir, manifest: dict, runtime_name: str, threads: int = 1) -> Session:
+    if runtime_name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime_name!r} (known: {', '.join(RUNTIMES)})")
+    return RUNTIMES[runtime_name](Path(model_dir), manifest, threads)
+
+
+def as_heads(outputs: Sequence[np.ndarray], heads: Sequence[dict]) -> dict[str, np.ndarray]:
+    if len(outputs) != len(heads):
+        raise ValueError(f"model returned {len(outputs)} outputs for {len(heads)} heads")
+    return {h["name"]: np.asarray(o) for h, o in zip(heads, outputs)}
