@@ -276,11 +276,11 @@ def pretrained_state(name: str) -> dict:
         return model_cls.from_pretrained(name).state_dict()
     except Exception as exc:  # noqa: BLE001 - paddlenlp raises OSError/ValueError/network errors
         _remove_new(root, before)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        reason = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:120]
         raise ModelLoadError(
             f"init: pretrained: the weights of {name!r} cannot be fetched (no network or model hub unreachable; "
-            f"paddlenlp said: {reason}). Pass a local directory instead (init: /path/to/dir holding paddlenlp "
-            f"save_pretrained files config.json + model_state.pdparams, or a TinyDistill model directory), "
-            f"or use init: scratch") from None
+            f"paddlenlp: {type(exc).__name__}: {reason}). Pass a local directory instead (init: /path/to/dir "
+            f"with paddlenlp save_pretrained files config.json + model_state.pdparams, or a TinyDistill model "
+            f"directory), or use init: scratch") from None
     finally:
         logger.logger.setLevel(level)
