@@ -360,10 +360,12 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
                 total = total + weight * sum(terms.values())
             total.backward()
             if world > 1:
-                for p in loss_params:
-                    if p.grad is not None:
-                        dist.all_reduce(p.grad)
-                        p.grad.scale_(1.0 / world)
+                with paddle.no_grad():
+                    for p in loss_params:
+                        if p.grad is not None:
+                            grad = p.grad.detach()
+                            dist.all_reduce(grad)
+                            p.grad.set_value(grad / world)
             optimizer.step()
             optimizer.clear_grad()
             lr = optimizer.get_lr()

@@ -192,3 +192,40 @@ def test_resume_after_kill_matches_uninterrupted_run(data_dir, tmp_path):
     pa = paddle.load(str(tmp_path / "full" / "checkpoint" / "losses.pdparams"))["2"]
     pb = paddle.load(str(tmp_path / "killed" / "checkpoint" / "losses.pdparams"))["2"]
     assert pa and all(np.array_equal(pa[k].numpy(), pb[k].numpy()) for k in pa)   # learned projections too
+
+
+DP_SCRIPT = """
+import sys, json, hashlib
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import paddle.distributed as dist
+from tests.test_distill_train import _setup
+from distill.config import DistillConfig
+from distill.trainer import train
+task, tok, teacher, student, tr, dev = _setup(Path({data!r}), "chnsenticorp", n_train=128, n_dev=40)
+cfg = DistillConfig.from_dict({{"epochs": 2, "lr": 1e-3, "batch_size": 16, "progress": False,
+                               "cache_dir": sys.argv[1] + "/cache",
+                               "losses": [{{"type": "hard_ce"}}, {{"type": "soft_ce"}}, {{"type": "hidden_mse"}}]}})
+res = train(student, tok, task, tr, dev, cfg, sys.argv[1] + "/out", teachers=[(teacher, tok)])
+h = hashlib.sha1(b"".join(v.numpy().tobytes() for _, v in sorted(student.state_dict().items()))).hexdigest()
+print("RESULT", json.dumps({{"rank": dist.get_rank(), "steps": res.global_step, "weights": h}}), flush=True)
+"""
+
+
+def test_data_parallel_two_cpu_processes(data_dir, tmp_path):
+    """``python -m paddle.distributed.launch --nproc_per_node 2`` on CPU (gloo): every rank takes half of
+    each global batch, gradients are averaged, the replicas stay identical and only rank 0 writes."""
+    script = tmp_path / "dp.py"
+    script.write_text(DP_SCRIPT.format(root=str(ROOT), data=str(data_dir)))
+    proc = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                           "--log_dir", str(tmp_path / "log"), str(script), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "log").glob("workerlog.*")))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr + logs)[-3000:]
+    results = {r["rank"]: r for r in (json.loads(line.split("RESULT ", 1)[1]) for line in logs.splitlines()
+                                      if line.startswith("RESULT "))}
+    assert set(results) == {0, 1}
+    assert results[0]["steps"] == results[1]["steps"] == 8          # 128 examples / (16 x 2 ranks) x 2 epochs
+    assert results[0]["weights"] == results[1]["weights"]           # replicas in sync
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert [e["step"] for e in history["evals"]] == [4, 8]
