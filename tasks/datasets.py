@@ -15,6 +15,7 @@ download leaves nothing behind in the cache.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import os
@@ -264,7 +265,12 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
     options = {"data_dir": str(folder)}
     if split_seed is not None:
         options["split_seed"] = split_seed
-    task = TASKS.get(ds.task)(**options)
+    cls = TASKS.get(ds.task)
+    if split_seed is not None and "split_seed" not in {f.name for f in dataclasses.fields(cls.Options)}:
+        from distill.schema import ConfigError
+
+        raise ConfigError(f"--split-seed: task {ds.task!r} has no seeded train/dev split")
+    task = cls(**options)
     return [f"{ds.name}: {folder}", *_check_files(folder, ds), *task.data_summary()]
 
 

@@ -164,6 +164,11 @@ class NlpccSluTask(Task):
         self._labels: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._split: dict[str, list[Example]] | None = None
         self._slotless: frozenset[str] | None = None
+        self._tag_index: dict[str, int] | None = None
+
+    @staticmethod
+    def describe(name: str = "") -> str:
+        return "heads intent (sequence, 11) + slot (token, 32 BIO); data nlpcc2018_task4; split by session"
 
     # -- files and labels -------------------------------------------------------------------
     @property
@@ -306,7 +311,9 @@ class NlpccSluTask(Task):
         if "intent" in example.labels:
             labels["intent"] = self.intents.index(example.labels["intent"])
         if "slot" in example.labels:
-            index = {t: i for i, t in enumerate(self.slot_tags)}
+            if self._tag_index is None:
+                self._tag_index = {t: i for i, t in enumerate(self.slot_tags)}
+            index = self._tag_index
             labels["slot"] = [IGNORE_INDEX if t is None else index[t]
                               for t in bio_tags(example.labels["slot"], tok.offsets)]
         return Encoded(tok.ids, tok.token_type_ids, tok.offsets, labels)

@@ -42,6 +42,10 @@ class ClassificationTask(Task):
         super().__init__(**options)
         self._labels: tuple[str, ...] | None = None
 
+    @staticmethod
+    def describe(name: str = "") -> str:
+        return "head label (sequence); accuracy, macro_f1"
+
     # subclasses say where each split lives and how its rows look
     def split_path(self, split: str) -> Path:
         raise NotImplementedError

@@ -194,3 +194,5 @@ def test_cli_data_list_and_errors(data_dir, tmp_path, capsys):
     assert "trainingdata04.zip" in out and str(data_dir / "chnsenticorp") in out
     assert main(["data", "check", "chnsenticorp", "--data-dir", str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["data", "check", "chnsenticorp", "--data-dir", str(data_dir), "--split-seed", "3"]) == 2
+    assert "no seeded train/dev split" in capsys.readouterr().err
