@@ -2,7 +2,8 @@
 
 A sequence head reads the pooled output (``[B, D_seq]``), a token head reads every token (``[B, L, D_tok]``);
 an SLU model gets both on one encoder, like ERNIE 3.0 Tiny's ``JointErnie`` (intent on the pooled output,
-slots on the sequence output).  Parameters are named ``heads.classifiers.<head>.weight/bias``.
+slots on the sequence output).  Every model keeps it as ``model.task_heads`` (parameters
+``task_heads.classifiers.<head>.weight/bias``).
 """
 from __future__ import annotations
 
