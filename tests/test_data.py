@@ -196,3 +196,18 @@ def test_cli_data_list_and_errors(data_dir, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["data", "check", "chnsenticorp", "--data-dir", str(data_dir), "--split-seed", "3"]) == 2
     assert "no seeded train/dev split" in capsys.readouterr().err
+
+
+def test_cli_data_fetch_downloads_into_the_cache(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(datasets.DATASETS, "toy", toy_dataset(server))
+    monkeypatch.setenv("TINYDISTILL_CACHE", str(tmp_path))
+    monkeypatch.delenv("TINYDISTILL_DATA", raising=False)
+    assert main(["data", "fetch", "toy"]) == 0
+    assert (tmp_path / "data" / "toy" / "train.tsv").read_text(encoding="utf-8") == TRAIN
+    assert main(["data", "fetch", "toy"]) == 0  # already there: no second download
+    assert len(server.hits) == 2 and "ready in" in capsys.readouterr().out
+    monkeypatch.setitem(datasets.DATASETS, "toy", toy_dataset(server, archive_checksum="md5:" + "0" * 32))
+    (tmp_path / "data" / "toy" / "train.tsv").unlink()
+    assert main(["data", "fetch", "toy"]) == 2  # DownloadError: one line, exit 2
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["toy"]  # old folder kept, no temp dirs

@@ -319,3 +319,17 @@ def test_every_gold_span_round_trips_through_bio(slu, ernie):
 
 def corpus_line(corpus, line):
     return next(ex for ex in corpus if ex.meta["line"] == line)
+
+
+def test_slu_load_file_evaluates_any_file_in_corpus_format(slu, tmp_path, ernie):
+    path = tmp_path / "corpus.test.txt"
+    path.write_text("9\t导航到北京\tnavigation.navigation\t导航到<destination>北京</destination>\n\n"
+                    "10\t下一首\tmusic.next\t下一首\n", encoding="utf-8")
+    rows = slu.load_file(str(path))
+    assert [(ex.text, ex.meta["line"], ex.meta["session"]) for ex in rows] == [("导航到北京", 1, "9"), ("下一首", 3, "10")]
+    assert rows[0].labels["slot"] == [Span("destination", 3, 5)]
+    enc = [slu.encode(ex, ernie) for ex in rows]
+    logits = {"intent": one_hot([slu.intents.index(ex.labels["intent"]) for ex in rows], 11),
+              "slot": np.stack([one_hot(np.pad(np.maximum(e.labels["slot"], 1), (0, 7 - len(e.labels["slot"])),
+                                               constant_values=1), 32) for e in enc])}
+    assert slu.compute_metrics(logits, enc)["sentence_accuracy"] == 100.0
