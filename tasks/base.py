@@ -181,6 +181,15 @@ class Task:
         """Examples from any file in this task's format (e.g. an official test set)."""
         raise NotImplementedError
 
+    def split_info(self) -> dict:
+        """What a run should record about how train/dev were formed (seed, sizes, ids); empty when the
+        splits are fixed files."""
+        return {}
+
+    def data_summary(self) -> list[str]:
+        """Lines ``tinydistill data check`` prints (counts, labels, split)."""
+        return [f"  {split}: {len(self.load(split)):,} examples" for split in ("train", "dev")]
+
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, example: Example, tokenizer) -> Encoded:
         raise NotImplementedError
