@@ -352,8 +352,8 @@ def plot_curves(rows: list[Row], path: Path) -> Path | None:
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, formats=("md", "csv", "latex"),
-                 plots: bool = True) -> dict[str, Path]:
-    """Write ``results.{md,csv,tex}`` and PNG plots; returns the written paths by kind."""
+                 plots: bool = True, basename: str = "results") -> dict[str, Path]:
+    """Write ``<basename>.{md,csv,tex}`` and PNG plots; returns the written paths by kind."""
     records = find_records(runs_dir)
     if not records:
         raise FileNotFoundError(f"{runs_dir}: no result records (expected {STORE_DIRNAME}/*.json under it)")
@@ -378,11 +378,11 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
               "scipy.stats.ttest_rel.", "", to_markdown(header, cells)]
         md += [f"![{p.stem}]({p.name})" for p in pngs]
         md += ["", _provenance(records)]
-        written["md"] = _write(out_dir / "results.md", "\n".join(md) + "\n")
+        written["md"] = _write(out_dir / f"{basename}.md", "\n".join(md) + "\n")
     if "csv" in formats:
-        written["csv"] = _write(out_dir / "results.csv", to_csv(raw))
+        written["csv"] = _write(out_dir / f"{basename}.csv", to_csv(raw))
     if "latex" in formats:
-        written["latex"] = _write(out_dir / "results.tex", to_latex(header, cells))
+        written["latex"] = _write(out_dir / f"{basename}.tex", to_latex(header, cells))
     return written
 
 

@@ -187,10 +187,16 @@ class Runner:
 
     def _summary(self, metrics: dict) -> str:
         main = self.task_main_metric
-        parts = [f"{k.split('.')[-1]} {v['value']:.4g}{'' if v['unit'] in ('1', 'count') else ' ' + v['unit']}"
-                 for k, v in metrics.items()
-                 if k.endswith(f".dev.{main}") or k.endswith(".size_mb") or k.endswith("latency_p50_ms")]
-        return f" ({', '.join(parts[:4])})" if parts else ""
+        parts = []
+        for key, m in metrics.items():
+            variant, _, leaf = key.rpartition(".")
+            if key.endswith(f".dev.{main}"):
+                parts.append(f"{main} {m['value']:.2f}%")
+            elif leaf == "size_mb":
+                parts.append(f"{m['value']:.3g} MB")
+            elif leaf == "latency_p50_ms":
+                parts.append(f"{variant} p50 {m['value']:.3g} ms")
+        return f" ({', '.join(parts)})" if parts else ""
 
     # -- shared inputs -------------------------------------------------------------------------
     @cached_property
@@ -359,15 +365,25 @@ class Runner:
         return predictor.evaluate(self.dev_examples)
 
     def _bench_stage(self) -> dict:
-        from compress.bench import bench_dir
+        """Every model variant in its own fresh process (compress.bench): end-to-end latency (tokeniser
+        included) and model-only latency, peak RSS, throughput."""
+        from compress.bench import bench_dirs
 
         b = self.cfg.bench
+        variants = [v for v in self.variants() if self.variant_dir(v).exists()]
+        results = bench_dirs([self.variant_dir(v) for v in variants], batch_size=b.batch_size, seq_len=b.seq_len,
+                             threads=b.threads, runs=b.runs, warmup=b.warmup, log=self.log)
         out = {}
-        for variant in self.variants():
-            d = self.variant_dir(variant)
-            res = bench_dir(d, batch_size=b.batch_size, seq_len=b.seq_len, threads=b.threads, runs=b.runs,
-                            warmup=b.warmup)
-            out.update(flatten_metrics(variant, res))
+        for variant, r in zip(variants, results):
+            values = {"latency_p50_ms": r["e2e_ms"]["p50"], "latency_p90_ms": r["e2e_ms"]["p90"],
+                      "model_latency_p50_ms": r["model_ms"]["p50"], "model_latency_p90_ms": r["model_ms"]["p90"],
+                      "peak_rss_mib": r["peak_rss_mib"], "load_s": r["load_s"],
+                      "bench_seq_len": {"value": r["seq_len"], "unit": "tokens"},
+                      "bench_batch_size": {"value": r["batch_size"], "unit": "count"},
+                      "bench_threads": {"value": r["threads"], "unit": "count"}}
+            for batch, per_s in r.get("throughput_per_s", {}).items():
+                values[f"throughput_b{batch}_per_s"] = per_s
+            out.update(flatten_metrics(variant, values))
         return out
 
     # -- report --------------------------------------------------------------------------------
