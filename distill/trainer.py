@@ -260,7 +260,7 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
                               "label them; remove 'augment' or pass a teacher")
         train_examples += augment_examples(train_examples, config.augment, config.seed)
     encoded = encode_examples(task, train_examples, tokenizer)
-    dev_encoded = encode_examples(task, dev_examples, tokenizer)
+    dev_encoded = encode_examples(task, list(dev_examples or []), tokenizer)
     aligned = all(_same_tokenization(tokenizer, t_tok) for _, t_tok in teachers)
 
     # -- losses and what they need ------------------------------------------------------------
@@ -314,9 +314,11 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     ckpt = out_dir / "checkpoint"
     if resume and (ckpt / "trainer_state.json").is_file():
         state = _load_checkpoint(ckpt, state["config_hash"], student, losses, optimizer, scheduler, named)
-    elif rank == 0 and ckpt.exists() and not resume:
+    elif rank == 0 and not resume:  # a fresh run: drop what an earlier run left here
         import shutil
-        shutil.rmtree(ckpt)
+        for stale in (ckpt, out_dir / "tb"):
+            shutil.rmtree(stale, ignore_errors=True)
+        (out_dir / "history.json").unlink(missing_ok=True)
     done = state["global_step"] >= total_steps or state["stopped_early"]
 
     writer = None
@@ -512,16 +514,18 @@ def _eval_and_checkpoint(state, student, tokenizer, task, dev_encoded, config, o
     if rank != 0:
         return
     from teachers.base import save_model_dir
-    metrics = evaluate(student, tokenizer, task, None, config.eval_batch_size, encoded=dev_encoded)
-    if main_metric not in metrics:
+    # without dev examples every evaluation point keeps the latest weights as "best"
+    metrics = evaluate(student, tokenizer, task, None, config.eval_batch_size, encoded=dev_encoded) \
+        if dev_encoded else {}
+    if metrics and main_metric not in metrics:
         raise KeyError(f"task {task.name!r}: main metric {main_metric!r} not in computed metrics {sorted(metrics)}")
     record = {"step": step, "epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
     state["history"].append(record)
     for name, value in metrics.items():
         writer.add_scalar(f"dev/{name}", float(value), step)
-    improved = state["best_metric"] is None or metrics[main_metric] > state["best_metric"]
+    improved = not metrics or state["best_metric"] is None or metrics[main_metric] > state["best_metric"]
     if improved:
-        state.update(best_metric=float(metrics[main_metric]), best_step=step,
+        state.update(best_metric=float(metrics[main_metric]) if metrics else None, best_step=step,
                      best_metrics={k: float(v) for k, v in metrics.items()}, bad_evals=0)
         save_model_dir(out_dir / "best", student, tokenizer, task,
                        extra={"step": step, "dev_metrics": state["best_metrics"], "main_metric": main_metric})
