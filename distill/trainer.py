@@ -277,7 +277,10 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     teacher_values = [ValueCapture(m, "teacher") if "values" in needs else None for m, _ in teachers]
     for model, _ in teachers:
         model.eval()
-    online = bool(teachers) and (need_internals or config.teacher_cache == "off")
+    if config.augment is not None and not (need_teacher_logits or need_internals):
+        raise ConfigError("distill.augment: augmented copies are only used by losses that read the teacher "
+                          "(soft_ce, logits_mse, ...); add one or remove 'augment'")
+    online = bool(teachers) and (need_internals or (need_teacher_logits and config.teacher_cache == "off"))
     t_encoded = [encoded if _same_tokenization(tokenizer, t_tok) else encode_examples(task, train_examples, t_tok)
                  for _, t_tok in teachers] if online else []
 
@@ -349,7 +352,7 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
                 labels={h.name: paddle.to_tensor(batch[f"labels/{h.name}"]) for h in heads},
                 attention_mask=paddle.to_tensor(batch["attention_mask"].astype("float32")),
                 token_mask=paddle.to_tensor(batch["token_mask"]))
-            if teachers:
+            if online or cached_logits is not None:
                 _teacher_inputs(inputs, task, teachers, idx, batch, cached_logits, t_encoded, needs,
                                 teacher_values, config, need_teacher_logits)
             total, logged = 0.0, {}

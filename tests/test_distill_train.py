@@ -74,6 +74,9 @@ def test_distil_chnsenticorp_every_loss(data_dir, tmp_path):
     # the best checkpoint (= the final state: one evaluation) reloads with identical logits
     loaded, loaded_tok, manifest = load_model_dir(result.best_dir)
     assert manifest["extra"]["dev_metrics"] == result.best_metrics
+    opt = paddle.load(str(tmp_path / "student" / "checkpoint" / "optimizer.pdopt"))
+    moments = [k for k in opt if k.startswith("loss3.p") and "moment1" in k]   # hidden_mse projections
+    assert len(moments) == 4 and all(float(opt[k].abs().sum()) > 0 for k in moments)   # 2 pairs; trained
     saved = paddle.load(str(result.best_dir / "model_state.pdparams"))
     assert set(saved) == set(student.state_dict())        # the learned KD projections are not saved
     enc = encode_examples(task, dev, tok)
