@@ -6,7 +6,7 @@ shared across runs, applies several per-head losses with schedules and a learned
 student's optimiser must train but the saved model must not contain, and has to resume *exactly*
 (data order, dropout RNG, optimiser, schedules, early-stopping state) after a kill.  ``Trainer`` would
 need overriding of nearly all of this (``compute_loss``, the data loader, saving, resuming) and its
-checkpoints store one model.  The loop stays small: ~300 lines.
+checkpoints store one model.
 
 Data parallelism: run the same script under ``python -m paddle.distributed.launch --nproc_per_node N``
 (CPU, gloo) or ``--gpus 0,1`` (GPU).  With world size > 1 the student is wrapped in
@@ -160,14 +160,14 @@ class ValueCapture:
     """Records the value projection output of the last ``paddle.nn.MultiHeadAttention`` of a model
     (MiniLM's value relation), via a forward post-hook on its ``v_proj``."""
 
-    def __init__(self, model, who: str):
+    def __init__(self, model, who: str, hooks: list):
         import paddle
         attns = [m for m in model.sublayers() if isinstance(m, paddle.nn.MultiHeadAttention)]
         if not attns:
             raise ConfigError(f"minilm: the {who} {getattr(model, 'arch', type(model).__name__)!r} has no "
                               "paddle.nn.MultiHeadAttention layer to read values from")
         self.value = None
-        self._hook = attns[-1].v_proj.register_forward_post_hook(self._record)
+        hooks.append(attns[-1].v_proj.register_forward_post_hook(self._record))
 
     def _record(self, layer, inputs, output):
         self.value = output
@@ -236,11 +236,21 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     """Train ``student`` on ``train_examples`` with ``config.losses`` (and ``teachers``: (model, tokenizer)
     pairs); see module doc.  Writes ``out_dir/best`` (model dir of the best dev checkpoint),
     ``out_dir/checkpoint`` (resumable state), ``out_dir/tb`` and ``out_dir/history.json``.  The student is
-    left at its last state; load ``result.best_dir`` for the best one."""
+    left at its last state; load ``result.best_dir`` for the best one.  Under data parallelism only rank 0
+    evaluates, so other ranks return empty ``best_metrics``."""
+    hooks: list = []   # forward hooks this call registers (MiniLM values); removed whatever happens
+    try:
+        return _train(student, tokenizer, task, train_examples, dev_examples, config, Path(out_dir), list(teachers),
+                      resume, hooks)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _train(student, tokenizer, task, train_examples, dev_examples, config, out_dir, teachers, resume, hooks):
     import paddle
     import paddle.distributed as dist
 
-    out_dir = Path(out_dir)
     world = dist.get_world_size()
     rank = dist.get_rank() if world > 1 else 0
     if world > 1:
@@ -248,16 +258,17 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     # same seed on every rank: identical initialisation of the loss projections, which live outside
     # paddle.DataParallel (their gradients are all-reduced by hand below)
     _seed_everything(config.seed)
-    teachers = list(teachers)
     heads = task.heads()
     pad_id = tokenizer.pad_token_id
 
     # -- data: originals + teacher-labelled augmented copies -----------------------------------
     train_examples = list(train_examples)
+    if not train_examples:
+        raise ConfigError("distill: no training examples")
     if config.augment is not None:
-        if not teachers:
-            raise ConfigError("distill.augment: augmented copies have no gold labels and need a teacher to "
-                              "label them; remove 'augment' or pass a teacher")
+        if not teachers or not any(LOSSES.get(c.type).needs_teacher for c in config.losses):
+            raise ConfigError("distill.augment: augmented copies have no gold labels; they need a teacher and a "
+                              "loss that reads it (soft_ce, logits_mse, ...) - add them or remove 'augment'")
         train_examples += augment_examples(train_examples, config.augment, config.seed)
     encoded = encode_examples(task, train_examples, tokenizer)
     dev_encoded = encode_examples(task, list(dev_examples or []), tokenizer)
@@ -273,13 +284,10 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     needs = set().union(*(l.needs for l in losses))
     need_teacher_logits = any(l.needs_teacher and not l.needs for l in losses)
     need_internals = any(l.needs_teacher and l.needs for l in losses)
-    student_values = ValueCapture(student, "student") if "values" in needs else None
-    teacher_values = [ValueCapture(m, "teacher") if "values" in needs else None for m, _ in teachers]
+    student_values = ValueCapture(student, "student", hooks) if "values" in needs else None
+    teacher_values = [ValueCapture(m, "teacher", hooks) if "values" in needs else None for m, _ in teachers]
     for model, _ in teachers:
         model.eval()
-    if config.augment is not None and not (need_teacher_logits or need_internals):
-        raise ConfigError("distill.augment: augmented copies are only used by losses that read the teacher "
-                          "(soft_ce, logits_mse, ...); add one or remove 'augment'")
     online = bool(teachers) and (need_internals or (need_teacher_logits and config.teacher_cache == "off"))
     t_encoded = [encoded if _same_tokenization(tokenizer, t_tok) else encode_examples(task, train_examples, t_tok)
                  for _, t_tok in teachers] if online else []
@@ -407,9 +415,6 @@ def train(student, tokenizer, task, train_examples, dev_examples, config: Distil
     progress.close()
     if writer is not None:
         writer.close()
-    for cap in [student_values, *teacher_values]:
-        if cap is not None:
-            cap._hook.remove()
     return TrainResult(
         best_metrics=state["best_metrics"], best_dir=out_dir / "best", best_step=state["best_step"],
         history=state["history"], global_step=state["global_step"], stopped_early=state["stopped_early"],

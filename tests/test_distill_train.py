@@ -77,6 +77,8 @@ def test_distil_chnsenticorp_every_loss(data_dir, tmp_path):
     opt = paddle.load(str(tmp_path / "student" / "checkpoint" / "optimizer.pdopt"))
     moments = [k for k in opt if k.startswith("loss3.p") and "moment1" in k]   # hidden_mse projections
     assert len(moments) == 4 and all(float(opt[k].abs().sum()) > 0 for k in moments)   # 2 pairs; trained
+    for model in (student, teacher):                      # the MiniLM value hooks are gone again
+        assert not any(m._forward_post_hooks for m in model.sublayers() if isinstance(m, paddle.nn.Linear))
     saved = paddle.load(str(result.best_dir / "model_state.pdparams"))
     assert set(saved) == set(student.state_dict())        # the learned KD projections are not saved
     enc = encode_examples(task, dev, tok)
@@ -147,6 +149,8 @@ def test_fine_tuning_baseline_early_stopping(data_dir, tmp_path):
     assert result.best_step == 2
     with pytest.raises(ConfigError, match="needs a teacher"):
         train(student, tok, task, tr, dev, DistillConfig.from_dict({"losses": [{"type": "soft_ce"}]}), tmp_path / "x")
+    with pytest.raises(ConfigError, match="augment: augmented copies have no gold labels"):
+        train(student, tok, task, tr, dev, DistillConfig.from_dict({"augment": {}}), tmp_path / "y")
 
 
 RESUME_SCRIPT = """
