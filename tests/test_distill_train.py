@@ -107,8 +107,7 @@ def test_distil_slu_with_cache_augmentation_and_two_teachers(data_dir, tmp_path)
     assert {"train/loss/hard_ce/intent", "train/loss/hard_ce/slot", "train/loss/soft_ce/intent",
             "train/loss/soft_ce/slot", "dev/sentence_accuracy"} <= tags
     # another student of the same sweep reuses every teacher output from disk
-    from teachers.base import build_model as bm
-    other = bm("student", "ernie-3.0-tiny-pico-v2-zh", task.heads(), vocab_size=tok.vocab_size, **STUDENT)
+    other = build_model("student", "ernie-3.0-tiny-pico-v2-zh", task.heads(), vocab_size=tok.vocab_size, **STUDENT)
     second = train(other, tok, task, tr, dev, DistillConfig.from_dict(cfg), tmp_path / "s2", teachers=teachers)
     assert second.cache == {"hits": 2 * n, "misses": 0}
 
