@@ -77,6 +77,7 @@ class QatParams:
                                                         {"type": "hard_ce", "weight": 0.5}])
     weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = "channel_wise_abs_max"
     activation_quantize_type: Literal["moving_average_abs_max"] = "moving_average_abs_max"
+    fp32_layers: list[str] = field(default_factory=lambda: ["task_heads", "backbone.pooler"])  # name prefixes
     tolerance: float = 0.5  # dev points the INT8 program may lose against the FP32 input
 
 

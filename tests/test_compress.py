@@ -1,0 +1,268 @@
+"""Compression stage and deployment on a tiny ERNIE SLU model trained briefly on the real NLPCC data:
+exports agree with the dygraph model, vocab pruning keeps logits of surviving tokens, width pruning slices
+correctly, INT8 results are verified (a deliberately broken one is refused), the ONNX Runtime predictor
+does not import paddle, the pipeline and bench work end to end."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.schema import ConfigError  # importing distill first pins the legacy program format
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128)
+
+
+@pytest.fixture(scope="module")
+def slu(data_dir):
+    from tasks import build_task
+
+    return build_task("nlpcc2018_slu", max_seq_length=16, data_dir=str(data_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, slu, ernie_vocab):
+    """A tiny ERNIE trained for a few hundred steps (hard labels) -> its best dygraph model directory."""
+    from distill.config import DistillConfig
+    from distill.trainer import train
+    from tasks.tokenization import ErnieWordPieceTokenizer
+    from teachers.base import build_model
+
+    tok = ErnieWordPieceTokenizer(ernie_vocab)
+    model = build_model("student", "ernie-3.0-tiny-nano-v2-zh", slu.heads(), vocab_size=tok.vocab_size,
+                        max_position_embeddings=64, **TINY)
+    out = tmp_path_factory.mktemp("trained")
+    cfg = DistillConfig(epochs=2, lr=3e-3, batch_size=32, progress=False, seed=1, warmup_ratio=0.05)
+    result = train(model, tok, slu, slu.load("train")[:3000], slu.load("dev")[:400], cfg, out)
+    assert result.best_metrics["intent_accuracy"] > 50  # clearly better than a constant guess
+    return Path(result.best_dir)
+
+
+@pytest.fixture(scope="module")
+def ctx(data_dir):
+    from compress.steps import StepContext
+
+    return StepContext(data_dir=str(data_dir), max_train_examples=1500, max_dev_examples=400, latency_runs=5,
+                       log=lambda m: None)
+
+
+def _dev_feed(pred, n=64):
+    return pred.collate(pred.encode(pred.task.load("dev")[:n]))
+
+
+# -- exports ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["paddle-inference", "onnx"])
+def test_fp32_export_matches_dygraph(trained, tmp_path, data_dir, backend):
+    import paddle
+
+    from compress.export import export
+    from compress.predictor import Predictor
+    from teachers.base import load_model_dir
+
+    report = export(trained, backend, tmp_path / backend, data_dir=str(data_dir))
+    assert report["check"]["passed"] and report["check"]["max_abs_logit_diff"] < 1e-4
+    manifest = json.loads((tmp_path / backend / "manifest.json").read_text())
+    assert manifest["format"] == ("onnx" if backend == "onnx" else "paddle-inference")
+    assert manifest["task"]["name"] == "nlpcc2018_slu" and (tmp_path / backend / "vocab.txt").is_file()
+    # independent check: the exported runtime against the dygraph model called directly
+    exported = Predictor.from_dir(tmp_path / backend, data_dir=str(data_dir))
+    feed = _dev_feed(exported, 48)
+    model = load_model_dir(trained)[0]
+    with paddle.no_grad():
+        ref = model(*(paddle.to_tensor(feed[k]) for k in ("input_ids", "token_type_ids", "attention_mask")))
+    got = exported.logits(feed)
+    for head in ("intent", "slot"):
+        assert np.abs(ref["logits"][head].numpy() - got[head]).max() < 1e-4
+    # batched and single predictions decode the same
+    texts = ["播放周杰伦的稻香", "导航到北京西站", "打开空调"]
+    batched = exported.predict(texts)
+    assert [exported.predict([t])[0] for t in texts] == batched and "intent" in batched[0]
+
+
+def test_broken_int8_export_is_refused(trained, tmp_path, data_dir, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    import compress.export as ex
+    from compress.common import ExportError
+
+    good = ex.export(trained, "onnx-int8", tmp_path / "int8", data_dir=str(data_dir), max_check_examples=1500)
+    assert good["precision"] == "int8" and good["check"]["passed"]
+    assert abs(good["check"]["export"] - good["check"]["source"]) <= 0.5
+    assert good["size_bytes"] < 0.4 * ex.deploy_size_bytes(trained)
+
+    real = ex.quantize_onnx
+
+    def broken(fp32, target, embedding):  # a quantiser that gets the weight scales wrong
+        real(fp32, target, embedding)
+        m = onnx.load(str(target))
+        rng = np.random.default_rng(0)
+        for init in m.graph.initializer:
+            if init.name.endswith("_scale") and init.data_type == onnx.TensorProto.FLOAT:
+                arr = numpy_helper.to_array(init)
+                init.CopyFrom(numpy_helper.from_array((arr * rng.uniform(-30, 30, arr.shape)).astype(arr.dtype),
+                                                      init.name))
+        onnx.save(m, str(target))
+
+    monkeypatch.setattr(ex, "quantize_onnx", broken)
+    with pytest.raises(ExportError, match="INT8 model fails its check"):
+        ex.export(trained, "onnx-int8", tmp_path / "broken", data_dir=str(data_dir), max_check_examples=1500)
+    assert not (tmp_path / "broken").exists()
+
+
+def test_onnxruntime_predictor_does_not_import_paddle(trained, tmp_path, data_dir):
+    from compress.export import export
+
+    export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
+    proc = subprocess.run([sys.executable, "-m", "compress.predictor", str(tmp_path / "onnx"), "onnxruntime",
+                           "播放刘德华的忘情水"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "PADDLE_NOT_IMPORTED"
+    assert "intent" in json.loads(lines[-2])[0]
+
+
+# -- steps ----------------------------------------------------------------------------------------------
+def test_vocab_prune_keeps_logits_of_surviving_tokens(trained, tmp_path, ctx):
+    from compress.predictor import Predictor
+    from compress.steps import vocab_prune
+
+    report = vocab_prune(trained, tmp_path / "vp", {"max_vocab_size": 800}, ctx)
+    assert report["vocab_after"] == 800 and report["positions"] == [64, 16]
+    assert report["size_bytes"] < 0.2 * report_size(trained)
+    old, new = Predictor.from_dir(trained), Predictor.from_dir(tmp_path / "vp")
+    assert new.tokenizer.vocab_size == 800 and new.manifest["model_config"]["max_position_embeddings"] == 16
+    keep = set(new.tokenizer.vocab)
+    texts = [t for t in ctx_texts(old) if all(tok in keep for tok in old.tokenizer.tokenize(t))]
+    dropped = [t for t in ctx_texts(old) if not all(tok in keep for tok in old.tokenizer.tokenize(t))]
+    assert len(texts) >= 20 and dropped
+    a = old.logits(old.collate(old.encode(old.examples(texts[:64]))))
+    b = new.logits(new.collate(new.encode(new.examples(texts[:64]))))
+    for head in a:
+        assert np.abs(a[head] - b[head]).max() < 1e-5
+    # a text with dropped tokens maps them to [UNK]
+    enc = new.tokenizer.encode(dropped[0])
+    assert new.tokenizer.unk_token_id in enc.ids
+
+
+def report_size(d):
+    from compress.common import deploy_size_bytes
+
+    return deploy_size_bytes(d)
+
+
+def ctx_texts(pred):
+    return [ex.text for ex in pred.task.load("dev")[:400]]
+
+
+def test_width_prune_reorder_is_exact_and_slicing_shapes(trained, tmp_path, ctx):
+    import paddle
+
+    from compress.prune import importance, prune_width, transformer_layers
+    from compress.steps import width_prune
+    from teachers.base import load_model_dir
+
+    model, tok, manifest = load_model_dir(trained)
+    pred_feed = None
+    from compress.predictor import Predictor
+
+    p = Predictor.from_dir(trained)
+    pred_feed = _dev_feed(p, 32)
+    ref = p.logits(pred_feed)
+    task = p.task
+    h_imp, f_imp = importance(model, task, tok, task.load("train")[:64], 32)
+    assert all(h.shape == (4,) and (h > 0).all() for h in h_imp) and all(f.shape == (128,) for f in f_imp)
+    # width 1.0 only reorders heads and neurons by importance: outputs must not change
+    prune_width(model, h_imp, f_imp, 1.0)
+    with paddle.no_grad():
+        out = model.export_forward(*(paddle.to_tensor(pred_feed[k]) for k in
+                                     ("input_ids", "token_type_ids", "attention_mask")))
+    assert np.abs(out[0].numpy() - ref["intent"]).max() < 1e-4
+
+    report = width_prune(trained, tmp_path / "wp", {"width": 0.5, "importance_examples": 64,
+                                                    "recover": {"epochs": 1, "max_steps": 20}}, ctx)
+    assert report["heads_per_layer"] == [2, 2] and report["intermediate_per_layer"] == [64, 64]
+    pruned, _, m2 = load_model_dir(tmp_path / "wp")  # the directory rebuilds from its manifest
+    assert m2["model_config"]["num_attention_heads_per_layer"] == [2, 2]
+    for layer in transformer_layers(pruned):
+        assert layer.self_attn.q_proj.weight.shape == [64, 32] and layer.self_attn.out_proj.weight.shape == [32, 64]
+        assert layer.linear1.weight.shape == [64, 64] and layer.linear2.weight.shape == [64, 64]
+    out = Predictor.from_dir(tmp_path / "wp").logits(pred_feed)
+    assert out["intent"].shape == ref["intent"].shape and out["slot"].shape == ref["slot"].shape
+    assert report["num_parameters"] < manifest["num_parameters"]
+    assert "recovery" in report and report["dev_metrics"]["intent_accuracy"] > 0
+
+
+def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
+    from compress.pipeline import parse_steps, run_steps
+    from tasks.tokenization import CharTokenizer
+    from teachers.base import build_model, save_model_dir
+
+    with pytest.raises(ConfigError, match=r"compress\[0\]\.max_vocab: unknown key; did you mean 'max_vocab_size'"):
+        parse_steps([{"step": "vocab_prune", "max_vocab": 10}])
+    with pytest.raises(ConfigError, match="width"):
+        parse_steps([{"step": "width_prune", "width": 1.5}])
+    tok = CharTokenizer.build(slu.texts("train")[:2000])
+    model = build_model("student", "bilstm", slu.heads(), vocab_size=tok.vocab_size, embedding_size=16,
+                        hidden_size=8, mlp_size=8)
+    save_model_dir(tmp_path / "bilstm", model, tok, slu)
+    reports = run_steps(tmp_path / "bilstm", [{"step": "vocab_prune", "max_vocab_size": 300},
+                                              {"step": "width_prune", "width": 0.5}], tmp_path / "compressed", ctx)
+    assert reports[0]["applied"] and reports[0]["vocab_after"] == 300
+    assert reports[1]["applied"] is False and "no transformer layers" in reports[1]["reason"]
+    assert (tmp_path / "compressed" / "2-width_prune" / "report.json").is_file()
+    assert json.loads((tmp_path / "compressed" / "2-width_prune" / "manifest.json").read_text())[
+        "model_config"]["vocab_size"] == 300
+
+
+def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):
+    from compress.export import export
+    from compress.predictor import Predictor
+    from compress.steps import embedding_int8, qat
+
+    # this 64-wide model loses a few points on oneDNN's INT8 kernels (the same program with FP32 kernels does
+    # not), hence the wide tolerance here; the nano benchmark measures the real loss
+    q = qat(trained, tmp_path / "qat", {"max_steps": 40, "lr": 1e-4, "tolerance": 6.0}, ctx)
+    assert q["format"] == "paddle-inference" and q["precision"] == "int8" and q["check"]["passed"]
+    assert (tmp_path / "qat" / "source" / "model_state.pdparams").is_file()
+    e = embedding_int8(tmp_path / "qat", tmp_path / "emb", {"tolerance": 2.0}, ctx)
+    assert e["size_bytes"] < 0.5 * q["size_bytes"]  # the 40k-row embedding dominates this tiny model
+    manifest = json.loads((tmp_path / "emb" / "manifest.json").read_text())
+    assert manifest["quant"]["embedding"] is True and manifest["quant"]["method"] == "qat"
+    r = export(tmp_path / "emb", "ort-mobile", tmp_path / "ort", data_dir=str(data_dir), tolerance=2.0,
+               max_check_examples=400)
+    assert r["format"] == "ort" and (tmp_path / "ort" / "model.ort").is_file() and r["check"]["passed"]
+    out = Predictor.from_dir(tmp_path / "ort").predict(["打开空调"])
+    assert "intent" in out[0]
+
+
+def test_cli_predict_evaluate_bench(trained, tmp_path, data_dir, capsys):
+    from compress.export import export
+    from experiments.cli import main
+
+    export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "onnx"), "播放音乐", "导航去机场"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["text"] == "播放音乐"
+    dev = tmp_path / "dev.txt"  # a file in the corpus format: one session
+    dev.write_text("1\t播放周杰伦的稻香\tmusic.play\t播放<singer>周杰伦</singer>的<song>稻香</song>\n",
+                   encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "onnx"), "--file", str(dev), "--data-dir", str(data_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 1 and "sentence_accuracy" in result["metrics"]
+    out_json = tmp_path / "bench.json"
+    assert main(["bench", str(trained), str(tmp_path / "onnx"), "--runs", "20", "--warmup", "3",
+                 "--throughput-batches", "4", "--json", str(out_json)]) == 0
+    table = capsys.readouterr().out
+    assert "onnxruntime" in table and "paddle" in table
+    rows = json.loads(out_json.read_text())
+    assert rows[0]["runtime"] == "paddle" and rows[1]["runtime"] == "onnxruntime"
+    assert rows[1]["paddle_imported"] is False and rows[0]["paddle_imported"] is True
+    assert rows[1]["seq_len"] == 16 and rows[1]["e2e_ms"]["runs"] == 20 and rows[1]["peak_rss_mib"] > 0
+    assert rows[1]["e2e_ms"]["p90"] >= rows[1]["e2e_ms"]["p50"] > 0 and "4" in rows[1]["throughput_per_s"]
