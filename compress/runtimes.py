@@ -103,6 +103,9 @@ class OrtSession(Session):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        if file.suffix == ".ort":  # run from the flatbuffer in place: initializers are not copied at load
+            opts.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
+            opts.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
         self.session = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
