@@ -152,19 +152,33 @@ sweep:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
     text = path.read_text(encoding="utf-8")
-    assert "--set teacher.init=scratch" in text  # documents the offline override
     cfg = load_config(path)
-    assert cfg.teacher is not None and cfg.teacher.init == "pretrained"
-    offline = load_config(path, ["teacher.init=scratch", "student.init=scratch"])
-    assert offline.teacher.init == "scratch"
-    assert len(expand(cfg)) == len(cfg.seeds) * max(1, len(cfg.sweep.students) if cfg.sweep else 1) * \
-        max(1, len(cfg.sweep.recipes) if cfg.sweep else 1) * max(1, len(cfg.sweep.teachers) if cfg.sweep else 1)
+    cells = expand(cfg)
+    grid = cfg.sweep or None
+    assert len(cells) == len(cfg.seeds) * max(1, len(grid.teachers) if grid else 1) * \
+        max(1, len(grid.students) if grid else 1) * max(1, len(grid.recipes) if grid else 1)
+    if any(m.init == "pretrained" for m in cfg.all_teachers + [cfg.student]):
+        assert "--set teacher.init=scratch" in text  # documents the offline override
+        offline = load_config(path, ["teacher.init=scratch", "student.init=scratch"])
+        assert offline.teacher.init == "scratch" and offline.student.init == "scratch"
 
 
-def test_shipped_configs_exist():
+def test_shipped_recipes_exist():
     names = {p.name for p in CONFIGS}
     assert {"slu_ernie_tiny.yaml", "chnsenticorp_ernie_gram_bilstm.yaml", "slu_ablation.yaml",
             "chnsenticorp_ablation.yaml"} <= names
+    slu = load_config(ROOT / "experiments" / "configs" / "slu_ernie_tiny.yaml")
+    assert (slu.teacher.name, slu.teacher.init, slu.student.name) == \
+        ("ernie-3.0-tiny-base-v2-zh", "pretrained", "ernie-3.0-tiny-nano-v2-zh")
+    assert slu.task.options.max_seq_length == 16
+    assert [s.step for s in slu.compress] == ["vocab_prune", "width_prune", "qat", "embedding_int8"]
+    assert slu.compress[0].params.max_vocab_size == 6000
+    for name in ("slu_ablation.yaml", "chnsenticorp_ablation.yaml"):
+        cfg = load_config(ROOT / "experiments" / "configs" / name)
+        assert list(cfg.sweep.recipes) == ["no_kd", "logits_kd", "logits_hidden_kd", "logits_hidden_kd_aug"]
+        assert len(cfg.seeds) >= 3
+    tang = load_config(ROOT / "experiments" / "configs" / "chnsenticorp_ernie_gram_bilstm.yaml")
+    assert tang.teacher.name == "ernie-gram-zh" and tang.student.name == "bilstm" and tang.distill.augment
 
 
 def test_cli_reports_misspelt_key_in_one_line(tmp_path):
