@@ -1,0 +1,189 @@
+"""The NLPCC 2018 SLU compression table (shape of the ERNIE 3.0 Tiny table) from a finished
+``tinydistill sweep experiments/configs/results_slu.yaml`` output directory.
+
+    python experiments/results/make_slu_table.py runs/results-slu [--data-dir DIR] [--runs 200] [--rounds 2]
+        [--out experiments/results/slu_compression]
+
+Every row is a model directory the sweep wrote, measured on the same runtime as the INT8 programs: FP32
+dygraph directories (students, vocabulary- and width-pruned models) are first exported to Paddle Inference
+(``compress.export.export``, verified against the source); the width-pruned model also goes to ONNX Runtime
+dynamic INT8 (MatMul + embedding Gather), with the no-KD nano's FP32 ONNX as that runtime's baseline.
+Latency, peak RSS and size come from ``compress.bench.bench_dirs`` (one fresh process per directory, end to
+end = tokenise + run + decode); the directories are measured ``--rounds`` times in alternating order and the
+per-round p50s averaged.  Accuracy is the dev ``sentence_accuracy`` of each directory, evaluated here.
+Ratios are against the first row, the fine-tuned (no KD) nano FP32 on Paddle Inference.
+Writes ``<out>.md`` and ``<out>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import distill  # noqa: E402,F401  (legacy program format before paddle is imported)
+
+TARGETS = {"size_pct": 7.8, "e2e_speedup": 2.13, "rss_reduction_pct": 62.0, "accuracy_drop": 0.5}
+
+
+def run_dir(exp: Path, recipe: str) -> Path:
+    found = sorted(d for d in exp.glob(f"*-{recipe}-s*") if (d / "metrics.json").is_file())
+    if not found:
+        raise SystemExit(f"{exp}: no finished run of recipe {recipe!r} (metrics.json missing)")
+    return found[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("exp_dir", help="the sweep's experiment directory, e.g. runs/results-slu")
+    ap.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "slu_compression"))
+    args = ap.parse_args()
+    t_start = time.time()
+
+    from compress.bench import bench_dirs
+    from compress.export import export
+    from compress.predictor import Predictor
+    from distill.fsutil import read_json
+
+    exp = Path(args.exp_dir)
+    base, kd = run_dir(exp, "no_kd"), run_dir(exp, "logits_kd")
+    side = exp / "_table_exports"
+
+    def exported(src: Path, backend: str, name: str) -> Path:
+        out = side / name
+        if not (out / "manifest.json").is_file():
+            print(f"export {src} -> {backend} {out}", flush=True)
+            export(src, backend, out, check=True, data_dir=args.data_dir)
+        return out
+
+    comp = kd / "compressed"
+    rows = [  # (label, runtime note, directory)
+        ("nano FP32, fine-tuned (no KD)", base / "export" / "paddle-inference"),
+        ("nano FP32, distilled (logits KD)", exported(kd / "student" / "best", "paddle-inference", "kd-fp32-pi")),
+        ("+ vocabulary pruning (6000)", exported(comp / "vocab_prune", "paddle-inference", "vocab-pi")),
+        ("+ width pruning (0.75, KD recovery)", exported(comp / "width_prune", "paddle-inference", "width-pi")),
+        ("+ INT8 matmul (QAT)", comp / "qat"),
+        ("+ INT8 embedding", comp / "embedding_int8"),
+        ("nano FP32, no KD (ONNX Runtime)", exported(base / "student" / "best", "onnx", "nokd-fp32-onnx")),
+        ("width-pruned -> ONNX Runtime dynamic INT8 (+ INT8 Gather)",
+         exported(comp / "width_prune", "onnx-int8", "width-onnx-int8")),
+    ]
+    dirs = [d for _, d in rows]
+
+    # accuracy of every directory on the same dev split
+    accuracy = {}
+    for label, d in rows:
+        p = Predictor.from_dir(d, threads=1, data_dir=args.data_dir)
+        m = p.evaluate(p.task.load("dev"))
+        accuracy[str(d)] = {k: float(v) for k, v in m.items()}
+        print(f"dev {label}: {m.get('sentence_accuracy'):.2f}", flush=True)
+
+    rounds = []
+    for r in range(args.rounds):
+        order = list(range(len(dirs))) if r % 2 == 0 else list(reversed(range(len(dirs))))
+        load = os.getloadavg()[0]
+        res = bench_dirs([dirs[i] for i in order], batch_size=1, seq_len=16, threads=1, runs=args.runs,
+                         warmup=args.warmup, log=lambda m: print(m, flush=True))
+        by = {order[k]: res[k] for k in range(len(order))}
+        rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
+                       "results": [by[i] for i in range(len(dirs))]})
+
+    def avg(i, key, sub=None):
+        vals = [rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds]
+        return sum(vals) / len(vals)
+
+    table = []
+    for i, (label, d) in enumerate(rows):
+        r0 = rounds[0]["results"][i]
+        table.append({"model": label, "dir": str(d), "runtime": r0["runtime"], "precision": r0["precision"],
+                      "sentence_accuracy": accuracy[str(d)]["sentence_accuracy"],
+                      "intent_accuracy": accuracy[str(d)].get("intent_accuracy"),
+                      "slot_f1": accuracy[str(d)].get("slot_f1"),
+                      "e2e_p50_ms": avg(i, "e2e_ms", "p50"), "model_p50_ms": avg(i, "model_ms", "p50"),
+                      "peak_rss_mib": avg(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
+                      "e2e_p50_ms_per_round": [rd["results"][i]["e2e_ms"]["p50"] for rd in rounds]})
+
+    def vs(a, b):
+        return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"], "e2e_speedup": a["e2e_p50_ms"] / b["e2e_p50_ms"],
+                "model_speedup": a["model_p50_ms"] / b["model_p50_ms"],
+                "rss_reduction_pct": 100.0 * (1 - b["peak_rss_mib"] / a["peak_rss_mib"]),
+                "accuracy_delta": b["sentence_accuracy"] - a["sentence_accuracy"]}
+
+    fp32, ort_fp32 = table[0], table[6]
+    for row in table:
+        row["vs_fp32_nano"] = vs(fp32, row)
+    ort_row = table[7]
+    ort_row["vs_fp32_nano_same_runtime"] = vs(ort_fp32, ort_row)
+
+    teacher = read_json(kd / ".stages" / "teacher.json")["metrics"]
+    teacher_acc = next((v["value"] for k, v in teacher.items() if k.endswith("dev.sentence_accuracy")), None)
+    cmd = "python experiments/results/make_slu_table.py " + " ".join(sys.argv[1:])
+    env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)",
+           "run_seconds": round(time.time() - t_start, 1), "command": cmd,
+           "load1": [(rd["load1_before"], rd["load1_after"]) for rd in rounds]}
+
+    def fmt_ratio(row, key):
+        v = row["vs_fp32_nano"]
+        return {"size": f"{v['size_pct']:.1f} %", "lat": f"{v['e2e_speedup']:.2f}x",
+                "rss": f"{-v['rss_reduction_pct']:+.0f} %", "acc": f"{v['accuracy_delta']:+.2f}"}[key]
+
+    lines = [f"Teacher: scratch `ernie-3.0-tiny-micro-v2-zh`, dev sentence accuracy {teacher_acc:.2f} %. "
+             "Every model is trained from random initialisation (no pretrained weights on this machine).", "",
+             "| model | runtime | dev sentence acc (%) | Δ acc (pp) | latency p50 ms (speed-up) | model-only p50 ms "
+             "| peak RSS MiB (change) | size MB (% of FP32) |", "|---|---|---|---|---|---|---|---|"]
+    for row in table:
+        lines.append(f"| {row['model']} | {row['runtime']} {row['precision']} | {row['sentence_accuracy']:.2f} | "
+                     f"{fmt_ratio(row, 'acc')} | {row['e2e_p50_ms']:.3f} ({fmt_ratio(row, 'lat')}) | "
+                     f"{row['model_p50_ms']:.3f} | {row['peak_rss_mib']:.1f} ({fmt_ratio(row, 'rss')}) | "
+                     f"{row['size_mb']:.2f} ({fmt_ratio(row, 'size')}) |")
+    final = table[5]["vs_fp32_nano"]
+    ort = ort_row["vs_fp32_nano_same_runtime"]
+
+    def verdict(v):
+        ok = {"size": v["size_pct"] <= TARGETS["size_pct"], "speed": v["e2e_speedup"] >= TARGETS["e2e_speedup"],
+              "rss": v["rss_reduction_pct"] >= TARGETS["rss_reduction_pct"],
+              "acc": v["accuracy_delta"] >= -TARGETS["accuracy_drop"]}
+        mark = {True: "met", False: "missed"}
+        return (f"size {v['size_pct']:.1f} % of FP32 (target <= 7.8 %: {mark[ok['size']]}), end-to-end speed-up "
+                f"{v['e2e_speedup']:.2f}x (target >= 2.13x: {mark[ok['speed']]}; model only {v['model_speedup']:.2f}x), "
+                f"peak memory {v['rss_reduction_pct']:.0f} % lower (target >= 62 %: {mark[ok['rss']]}), accuracy "
+                f"{v['accuracy_delta']:+.2f} pp (target >= -0.5: {mark[ok['acc']]})"), ok
+
+    text_final, ok_final = verdict(final)
+    text_ort, ok_ort = verdict(ort)
+    lines += ["", f"- Paddle Inference, FP32 nano -> + INT8 embedding: {text_final}.",
+              f"- ONNX Runtime, FP32 nano ONNX -> width-pruned dynamic INT8: {text_ort}.", "",
+              "Latency: batch 1, 16 tokens, 1 thread, end to end (tokenise + run + decode), p50 over "
+              f"{args.runs} runs after {args.warmup} warm-up runs, mean of {args.rounds} rounds in alternating "
+              "order; model-only excludes tokeniser and decoding. Peak RSS: `ru_maxrss` of a fresh process that "
+              "loaded and ran only that model. Size: files a deployment needs. Ratios vs the first row.",
+              f"Load average (1 min) before/after each round: "
+              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
+              f"Command: `{cmd}` (after `tinydistill sweep experiments/configs/results_slu.yaml --jobs 2 "
+              f"--data-dir ../shared/data --out runs`)  ",
+              f"Date: {env['date']}; run time {env['run_seconds']} s; machine: {env['machine']}."]
+    md = "\n".join(lines) + "\n"
+    print(md)
+    out = Path(args.out)
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": table, "rounds": rounds,
+                                                    "targets": TARGETS, "met": {"paddle-inference": ok_final,
+                                                                                "onnxruntime": ok_ort},
+                                                    "teacher_sentence_accuracy": teacher_acc}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
