@@ -37,17 +37,18 @@ def parse_steps(steps: list[dict], path: str = "compress") -> list[tuple[str, ob
     return out
 
 
-def run_steps(model_dir, steps: list[dict], out_root, ctx: StepContext | None = None) -> list[dict]:
+def run_steps(model_dir, steps: list[dict], out_root, ctx: StepContext | None = None, first: int = 1) -> list[dict]:
+    """Run ``steps`` in order; step ``i`` writes ``out_root/<first + i>-<step>/``."""
     from distill.fsutil import write_json
 
     ctx = ctx or StepContext()
     parsed = parse_steps(steps)
     out_root = Path(out_root)
     current, reports = Path(model_dir), []
-    for i, (name, params) in enumerate(parsed, 1):
+    for i, (name, params) in enumerate(parsed, first):
         out_dir = out_root / f"{i}-{name}"
         start = time.time()
-        ctx.log(f"[compress] step {i}/{len(parsed)} {name}: {current} -> {out_dir}")
+        ctx.log(f"[compress] step {i} {name}: {current} -> {out_dir}")
         try:
             report = STEPS.get(name)(current, out_dir, params, ctx)
         except NotApplicable as exc:

@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from compress.common import SOURCE_DIR, ExportError, copy_tokenizer_files, read_manifest, write_manifest
+from compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
+                             write_manifest)
 from compress.evaluation import dir_metrics, step_report, task_and_data
 from compress.export import float_source, input_spec, save_program
 
@@ -211,7 +212,7 @@ def ptq(in_dir, out_dir, p, ctx) -> dict:
             shutil.copytree(src, cand / SOURCE_DIR, ignore=shutil.ignore_patterns("report.json"))
             write_manifest(cand, new)
             _, got = dir_metrics(cand, ctx, dev_ex)
-            records[method] = {"dev_metrics": got, "size_bytes": None}
+            records[method] = {"dev_metrics": got, "size_bytes": deploy_size_bytes(cand)}
             candidates[method] = got[metric]
         except ExportError:
             raise

@@ -167,10 +167,9 @@ def test_width_prune_reorder_is_exact_and_slicing_shapes(trained, tmp_path, ctx)
     from compress.steps import width_prune
     from teachers.base import load_model_dir
 
-    model, tok, manifest = load_model_dir(trained)
-    pred_feed = None
     from compress.predictor import Predictor
 
+    model, tok, manifest = load_model_dir(trained)
     p = Predictor.from_dir(trained)
     pred_feed = _dev_feed(p, 32)
     ref = p.logits(pred_feed)
