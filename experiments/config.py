@@ -446,9 +446,16 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name", "recipe")) -> str:
-    """Stable hash of what determines a run's results (the resolved config without labels and seeds)."""
-    body = {k: v for k, v in raw.items() if k not in drop}
+def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name", "recipe"),
+                seedless: bool = False) -> str:
+    """Stable hash of what determines a run's results (the resolved config without labels and seeds).
+    ``seedless``: also ignore the training seeds (``distill.seed``, ``teacher.train.seed``)."""
+    body = copy.deepcopy({k: v for k, v in raw.items() if k not in drop})
+    if seedless:
+        for section in [body.get("distill")] + [t.get("train") for t in
+                                                 ([body.get("teacher")] + list(body.get("teachers") or [])) if t]:
+            if isinstance(section, dict):
+                section.pop("seed", None)
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
 
 

@@ -81,14 +81,26 @@ class Row:
 
 
 def group(records: list[dict]) -> list[Row]:
-    rows: dict[tuple, Row] = {}
-    for r in sorted(records, key=lambda r: (r.get("task", ""), r.get("teacher") or "-", r.get("student", ""),
-                                             r.get("recipe", ""), r.get("seed", 0))):
-        key = (r.get("task", ""), r.get("teacher") or "-", r.get("student", ""), r.get("recipe", "default"))
-        if key not in rows:
-            rows[key] = Row(*key, kd=bool(r.get("kd")), main_metric=r.get("main_metric", "accuracy"))
-        rows[key].records.append(r)
-    return list(rows.values())
+    """One row per configuration (labels + seedless config hash), its records sorted by seed.  Two
+    configurations under the same labels (e.g. a recipe edited between sweeps) get the recipe label
+    suffixed with their hash, so no row mixes different configurations; a re-run of the same seed keeps
+    the newest record."""
+    groups: dict[tuple, dict[int, dict]] = {}
+    for r in sorted(records, key=lambda r: r.get("stored_at", 0)):
+        labels = (r.get("task", ""), r.get("teacher") or "-", r.get("student", ""), r.get("recipe", "default"))
+        groups.setdefault(labels + (r.get("group_hash", ""),), {})[r.get("seed", 0)] = r
+    per_label: dict[tuple, int] = {}
+    for key in groups:
+        per_label[key[:4]] = per_label.get(key[:4], 0) + 1
+    rows = []
+    for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
+        task, teacher, student, recipe, ghash = key
+        if per_label[key[:4]] > 1:
+            recipe = f"{recipe}#{ghash[:6]}"
+        recs = [groups[key][s] for s in sorted(groups[key])]
+        rows.append(Row(task, teacher, student, recipe, kd=bool(recs[0].get("kd")),
+                        main_metric=recs[0].get("main_metric", "accuracy"), records=recs))
+    return rows
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

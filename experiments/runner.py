@@ -79,6 +79,8 @@ class Runner:
         self.cfg.source = cfg.source
         self.seed = seed
         self.hash = config_hash(_hash_view(raw))
+        # the same configuration whatever the seed: the runs a report row aggregates over seeds
+        self.group_hash = config_hash(_hash_view(raw), seedless=True)
         self.run_id = f"{short_name(self.cfg.student.name)}-{self.cfg.recipe}-s{seed}-{self.hash[:8]}"
         self.exp_dir = Path(out_root) / self.cfg.name
         self.run_dir = self.exp_dir / self.run_id
@@ -398,7 +400,7 @@ class Runner:
         record = {
             "run_id": self.run_id, "name": self.cfg.name, "recipe": self.cfg.recipe, "task": self.cfg.task.name,
             "main_metric": self.task_main_metric, "teacher": teacher, "student": self.cfg.student.name,
-            "seed": self.seed, "kd": uses_teacher(self.cfg), "config_hash": self.hash, "config": self.raw,
+            "seed": self.seed, "kd": uses_teacher(self.cfg), "config_hash": self.hash, "group_hash": self.group_hash, "config": self.raw,
             **provenance(), "metrics": metrics, "durations": durations, "variants": variants,
             "final": variants[-1], "run_dir": str(self.run_dir.resolve()),
         }

@@ -108,12 +108,20 @@ def _run_cell(job: tuple[dict, int, str, str | None, str]) -> tuple[str, str, st
 
 
 def _map(jobs: list, n: int):
+    """Results of ``_run_cell`` over ``jobs``, in completion order, with up to ``n`` worker processes.
+
+    Workers are spawned (paddle is not fork-safe once imported), one task each, so every run starts from
+    a clean process; a worker that dies raises ``BrokenProcessPool`` here instead of hanging the sweep.
+    """
     if n <= 1 or len(jobs) <= 1:
         yield from map(_run_cell, jobs)
         return
-    ctx = mp.get_context("spawn")  # paddle is not fork-safe once imported
-    with ctx.Pool(processes=min(n, len(jobs)), maxtasksperchild=1) as pool:
-        yield from pool.imap_unordered(_run_cell, jobs)
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=min(n, len(jobs)), mp_context=mp.get_context("spawn"),
+                             max_tasks_per_child=1) as pool:
+        for future in as_completed([pool.submit(_run_cell, job) for job in jobs]):
+            yield future.result()
 
 
 def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,

@@ -112,3 +112,15 @@ def test_store_rejects_damaged_record(tmp_path):
     with pytest.raises(ValueError):
         ResultStore(tmp_path).put({"run_id": "../escape"})
     json.dumps(_record("a", 1, 1.0, False))  # records are plain JSON
+
+
+def test_rows_never_mix_configurations():
+    a1, a2 = _record("kd", 1, 80.0, True), _record("kd", 2, 82.0, True)
+    b1 = _record("kd", 1, 60.0, True)  # same labels, another configuration (e.g. a recipe edited later)
+    for r, h in ((a1, "aaaaaaaa"), (a2, "aaaaaaaa"), (b1, "bbbbbbbb")):
+        r["group_hash"] = h
+    rows = report.group([a1, a2, b1])
+    assert sorted((r.recipe, r.seeds) for r in rows) == [("kd#aaaaaa", [1, 2]), ("kd#bbbbbb", [1])]
+    rerun = dict(a1, stored_at=2e9, metrics=_record("kd", 1, 90.0, True)["metrics"])
+    (row,) = report.group([a1, rerun])
+    assert row.per_seed("student.dev.accuracy") == {1: 90.0}  # the newest record of a seed wins
