@@ -9,7 +9,7 @@ teachers: []                   # optional extra teachers (multi-teacher distilla
 student: {name: ernie-3.0-tiny-nano-v2-zh, init: pretrained, options: {}}
 distill: {epochs: 10, losses: [...]}                       # distill.config.DistillConfig
 compress: [{step: vocab_prune, max_vocab_size: 6000}, ...] # each validated by the step's params
-export: [paddle-inference, onnx]
+export: [paddle-inference, {backend: onnx-int8, tolerance: 1.0}]   # a name, or a mapping with check settings
 bench: {batch_size: 1, seq_len: 16, threads: 1, runs: 100}
 seeds: [1, 2, 3]
 sweep: {teachers: [...], students: [...], recipes: {no_kd: {distill.losses: [{type: hard_ce}]}}}
@@ -50,6 +50,20 @@ class BenchSection:
     threads: int = 1
     runs: int = 100
     warmup: int = 10
+    #: batch sizes of the throughput measurement (examples/s, end to end)
+    throughput_batches: list[int] = field(default_factory=lambda: [8, 32])
+
+
+@dataclass
+class ExportSection:
+    """One export: backend name plus the check ``compress.export.export`` runs before accepting it (FP32:
+    max |logit diff| < ``atol``; INT8: dev main metric within ``tolerance`` points of the source)."""
+
+    backend: str
+    check: bool = True
+    tolerance: float = 0.5
+    atol: float = 1e-4
+    max_check_examples: Optional[int] = None
 
 
 @dataclass
@@ -121,7 +135,7 @@ class ExperimentConfig:
     teacher: Optional[ModelSection] = None
     teachers: list[ModelSection] = field(default_factory=list)
     compress: list[StepSection] = field(default_factory=list)
-    export: list[str] = field(default_factory=list)
+    export: list[ExportSection] = field(default_factory=list)
     bench: Optional[BenchSection] = None
     seeds: list[int] = field(default_factory=lambda: [1])
     sweep: Optional[SweepSection] = None
@@ -142,7 +156,9 @@ class ExperimentConfig:
         raw["student"] = _model_raw(self.student)
         raw["distill"] = _plain(self.distill)
         raw["compress"] = [{"step": s.step, **_plain(s.params)} for s in self.compress]
-        raw["export"] = list(self.export)
+        default = {k: v for k, v in to_dict(ExportSection("-")).items() if k != "backend"}
+        raw["export"] = [e.backend if {k: v for k, v in to_dict(e).items() if k != "backend"} == default
+                         else to_dict(e) for e in self.export]
         raw["bench"] = _plain(self.bench) if self.bench else None
         raw["seeds"] = list(self.seeds)
         if self.sweep:
@@ -293,8 +309,8 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError("distill.losses: distillation losses need a 'teacher' section "
                           "(or use only hard-label losses for a no-KD baseline)")
     compress = _compress_section(top.compress or [])
-    export = _names_list(top.export or [], "export", "backends")
-    for i, backend in enumerate(export):
+    export = _export_section(top.export or [])
+    for i, backend in enumerate(e.backend for e in export):
         if not _registry("backends").entry(backend).meta.get("builder", True):
             raise ConfigError(f"export[{i}]: backend {backend!r} runs model directories as they are; "
                               "there is nothing to export (list only exported formats)")
@@ -427,6 +443,24 @@ def _compress_section(value: Any) -> list[StepSection]:
         cls = step_params_class(name)
         params = from_dict(cls, data, path) if cls else data
         out.append(StepSection(step=name, params=params))
+    return out
+
+
+def _export_section(value: Any) -> list[ExportSection]:
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"export: expected a list of backend names or mappings, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        path = f"export[{i}]"
+        if isinstance(item, str):
+            item = {"backend": item}
+        if not isinstance(item, dict) or "backend" not in item:
+            raise ConfigError(f"{path}: expected a backend name or a mapping with 'backend', got {item!r}")
+        section = from_dict(ExportSection, item, path)
+        section.backend = _checked_name(section.backend, f"{path}.backend" if len(item) > 1 else path, "backends")
+        out.append(section)
     return out
 
 

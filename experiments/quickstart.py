@@ -15,6 +15,7 @@ The config it runs is written to ``<out>/quickstart.yaml`` (re-run it with ``tin
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -25,39 +26,36 @@ from experiments.config import dump_yaml, resolve
 NAME = "quickstart"
 TINY_ERNIE = {"tokenizer": {"build": True}}
 
+NANO = {"num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 4, "intermediate_size": 384}
+PICO = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2, "intermediate_size": 256}
+
 QUICKSTART = {
     "name": NAME,
     "task": {"name": "nlpcc2018_slu", "max_seq_length": 16, "dev_ratio": 0.2, "split_seed": 42},
     "teacher": {
         "name": "ernie-3.0-tiny-mini-v2-zh", "init": "scratch", **TINY_ERNIE,
-        "options": {"num_hidden_layers": 4, "hidden_size": 192, "num_attention_heads": 4,
-                    "intermediate_size": 768},
-        "train": {"epochs": 12, "lr": 1.0e-3, "batch_size": 32, "warmup_ratio": 0.1, "progress": False},
+        "options": {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
+                    "intermediate_size": 512},
+        "train": {"epochs": 40, "lr": 2.0e-3, "batch_size": 32, "warmup_ratio": 0.1, "progress": False},
     },
-    "student": {"name": "ernie-3.0-tiny-nano-v2-zh", "init": "scratch", **TINY_ERNIE,
-                "options": {"num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 4,
-                            "intermediate_size": 384}},
-    "distill": {"epochs": 12, "lr": 1.0e-3, "batch_size": 32, "progress": False,
-                "losses": [{"type": "soft_ce", "temperature": 2.0}, {"type": "hard_ce", "weight": 0.5},
-                           # default layer map: uniform over each student's depth
-                           {"type": "hidden_mse", "weight": 0.5}]},
+    "student": {"name": "ernie-3.0-tiny-nano-v2-zh", "init": "scratch", **TINY_ERNIE, "options": NANO},
+    "distill": {"epochs": 30, "lr": 2.0e-3, "batch_size": 32, "progress": False,
+                "losses": [{"type": "soft_ce", "temperature": 2.0}, {"type": "hard_ce", "weight": 0.5}]},
     "compress": [{"step": "vocab_prune", "max_vocab_size": 300},
                  {"step": "width_prune", "width": 0.5, "importance_examples": 128,
-                  "recover": {"epochs": 3, "lr": 5.0e-4}},
-                 {"step": "embedding_int8"}],
-    "export": ["onnx-int8"],
-    "bench": {"batch_size": 1, "seq_len": 16, "threads": 1, "runs": 50, "warmup": 5},
+                  "recover": {"epochs": 5, "lr": 1.0e-3}},
+                 # one dev utterance is ~1.2 points here: INT8 checks get a few points of tolerance
+                 {"step": "embedding_int8", "tolerance": 3.0}],
+    "export": [{"backend": "onnx-int8", "tolerance": 3.0}],
+    "bench": {"batch_size": 1, "seq_len": 16, "threads": 1, "runs": 30, "warmup": 5, "throughput_batches": [8]},
     "seeds": [1],
     "sweep": {
         "students": [
-            {"name": "ernie-3.0-tiny-nano-v2-zh", **TINY_ERNIE,
-             "options": {"num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 4,
-                         "intermediate_size": 384}},
-            {"name": "ernie-3.0-tiny-pico-v2-zh", **TINY_ERNIE,
-             "options": {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 2,
-                         "intermediate_size": 256}},
+            {"name": "ernie-3.0-tiny-nano-v2-zh", **TINY_ERNIE, "options": NANO},
+            {"name": "ernie-3.0-tiny-pico-v2-zh", **TINY_ERNIE, "options": PICO},
             # the teacher's tokenizer: token-level KD (slot head) compares outputs token by token
-            {"name": "bilstm", "tokenizer": {"from_teacher": True}},
+            {"name": "bilstm", "tokenizer": {"from_teacher": True},
+             "options": {"embedding_size": 128, "hidden_size": 128, "mlp_size": 128}},
         ],
         "recipes": {
             "no_kd": {"distill.losses": [{"type": "hard_ce"}], "compress": [], "export": []},
@@ -72,7 +70,8 @@ def quickstart_config(data_root: Path) -> dict:
     return raw
 
 
-def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs: int = 1, log=print) -> Path:
+def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs: int | None = None,
+                   log=print) -> Path:
     from experiments.report import write_report
     from experiments.slu_templates import CORPUS_FILE, write_corpus
     from experiments.sweep import run_sweep
@@ -93,6 +92,7 @@ def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs:
                       f"{config_file} --out {runs}\n" + dump_yaml(raw))
     cfg = resolve(raw)
     cfg.source = str(config_file)
+    jobs = jobs or min(2, os.cpu_count() or 1)
     result = run_sweep(cfg, runs, jobs=jobs, log=log)
     if result["failed"]:
         raise RuntimeError(f"quickstart: {len(result['failed'])} run(s) failed: {', '.join(result['failed'])}")

@@ -98,8 +98,8 @@ class Runner:
         out.append(("student", self._student_stage))
         for label, i in self._step_labels():
             out.append((f"compress.{label}", lambda i=i, label=label: self._compress_stage(i, label)))
-        for backend in self.cfg.export:
-            out.append((f"export.{backend}", lambda b=backend: self._export_stage(b)))
+        for e in self.cfg.export:
+            out.append((f"export.{e.backend}", lambda e=e: self._export_stage(e)))
         if self.cfg.bench is not None:
             out.append(("bench", self._bench_stage))
         out.append(("report", self._report_stage))
@@ -134,7 +134,7 @@ class Runner:
     def variants(self) -> list[str]:
         """Model variants in pipeline order (metric-key prefixes): student, compressed.<s>, export.<b>."""
         return (["student"] + [f"compressed.{label}" for label, _ in self._step_labels()]
-                + [f"export.{b}" for b in self.cfg.export])
+                + [f"export.{e.backend}" for e in self.cfg.export])
 
     def variant_dir(self, variant: str) -> Path:
         if variant == "student":
@@ -350,15 +350,16 @@ class Runner:
             report["dev"] = self._evaluate_dir(out_dir)
         return flatten_metrics(f"compressed.{label}", _variant_metrics(report, out_dir))
 
-    def _export_stage(self, backend: str) -> dict:
+    def _export_stage(self, e) -> dict:
         from compress.export import export
 
-        out_dir = self.run_dir / "export" / backend
-        report = export(self._last_model_dir(), backend, out_dir, check=True,
+        out_dir = self.run_dir / "export" / e.backend
+        report = export(self._last_model_dir(), e.backend, out_dir, check=e.check, tolerance=e.tolerance,
+                        atol=e.atol, max_check_examples=e.max_check_examples,
                         data_dir=self.cfg.task.options.data_dir)
         if "dev" not in report:
             report = dict(report, dev=self._evaluate_dir(out_dir))
-        return flatten_metrics(f"export.{backend}", _variant_metrics(report, out_dir))
+        return flatten_metrics(f"export.{e.backend}", _variant_metrics(report, out_dir))
 
     def _evaluate_dir(self, model_dir: Path) -> dict:
         from compress.predictor import Predictor
@@ -374,7 +375,8 @@ class Runner:
         b = self.cfg.bench
         variants = [v for v in self.variants() if self.variant_dir(v).exists()]
         results = bench_dirs([self.variant_dir(v) for v in variants], batch_size=b.batch_size, seq_len=b.seq_len,
-                             threads=b.threads, runs=b.runs, warmup=b.warmup, log=self.log)
+                             threads=b.threads, runs=b.runs, warmup=b.warmup,
+                             throughput_batches=tuple(b.throughput_batches), log=self.log)
         out = {}
         for variant, r in zip(variants, results):
             values = {"latency_p50_ms": r["e2e_ms"]["p50"], "latency_p90_ms": r["e2e_ms"]["p90"],

@@ -189,3 +189,15 @@ def test_cli_reports_misspelt_key_in_one_line(tmp_path):
     assert "distill.epoch: unknown key; did you mean 'epochs'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "paddle" not in proc.stderr  # no traceback
+
+
+def test_export_entries_names_or_mappings(tmp_path):
+    path = _write(tmp_path, BASE.replace("export: [onnx]", "export: [onnx, {backend: onnx-int8, tolerance: 2}]"))
+    cfg = load_config(path)
+    assert [(e.backend, e.tolerance) for e in cfg.export] == [("onnx", 0.5), ("onnx-int8", 2.0)]
+    assert cfg.to_raw()["export"] == ["onnx", {"backend": "onnx-int8", "check": True, "tolerance": 2.0,
+                                               "atol": 1e-4, "max_check_examples": None}]
+    with pytest.raises(ConfigError, match=r"export\[1\].tolerence: unknown key; did you mean 'tolerance'"):
+        load_config(path, ["export.1.tolerence=1"])
+    with pytest.raises(ConfigError, match="nothing to export"):
+        load_config(path, ["export=[paddle]"])
