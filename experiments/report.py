@@ -257,20 +257,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def variant_points(rows: list[Row], xkey: str) -> list[tuple[str, float, float]]:
-    """(label, x, y) per row and model variant, averaged over seeds."""
+def _short(name: str) -> str:
+    return name.replace("ernie-3.0-tiny-", "").replace("-v2-zh", "")
+
+
+def variant_points(rows: list[Row], xkey: str) -> list[tuple[str, str, float, float]]:
+    """(row label, variant, x, y) per row and model variant, averaged over seeds."""
     out = []
     for row in rows:
         for variant in row.variants():
             xs = list(row.per_seed(f"{variant}.{xkey}").values())
             ys = list(row.per_seed(f"{variant}.dev.{row.main_metric}").values())
             if xs and ys:
-                label = f"{row.student.replace('ernie-3.0-tiny-', '').replace('-v2-zh', '')}/{row.recipe}:{variant}"
-                out.append((label, sum(xs) / len(xs), sum(ys) / len(ys)))
+                out.append((f"{_short(row.student)}/{row.recipe}", variant, sum(xs) / len(xs), sum(ys) / len(ys)))
     return out
 
 
 def plot_tradeoff(rows: list[Row], xkey: str, xlabel: str, path: Path) -> Path | None:
+    """Dev metric vs ``xkey`` for every variant (one colour per row); the Pareto front is the red line,
+    its points are labelled with their variant."""
     pts = variant_points(rows, xkey)
     if not pts:
         return None
@@ -279,22 +284,26 @@ def plot_tradeoff(rows: list[Row], xkey: str, xlabel: str, path: Path) -> Path |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    xy = [(x, y) for _, x, y in pts]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    labels = list(dict.fromkeys(p[0] for p in pts))
+    cmap = plt.get_cmap("tab10")
+    for k, label in enumerate(labels):
+        mine = [p for p in pts if p[0] == label]
+        ax.scatter([p[2] for p in mine], [p[3] for p in mine], s=30, color=cmap(k % 10), label=label)
+    xy = [(p[2], p[3]) for p in pts]
     front = pareto_front(xy)
-    ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=28, color="tab:blue", label="model variants")
     fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
     ax.step(fx, fy, where="post", color="tab:red", lw=1.2)
-    ax.scatter(fx, fy, s=60, facecolors="none", edgecolors="tab:red", label="Pareto front")
-    for label, x, y in pts:
-        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", label="Pareto front")
+    for i in front:
+        ax.annotate(pts[i][1].split(".")[-1], xy[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
     metric = rows[0].main_metric
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"dev {metric} (%)")
-    if xkey.endswith("size_mb"):
+    if xkey.endswith("size_mb") or xkey.endswith("_ms"):
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
     ax.set_title(f"{metric} vs {xlabel.split(' (')[0]}")
     fig.tight_layout()
     _save_fig(fig, path)

@@ -114,6 +114,14 @@ def test_run_crash_resume_and_layout(tmp_path, tiny_data):
     again = _cli("run", config, "--out", out, "--resume")
     assert "finished already" in again.stdout
 
+    # a teacher that is already fine-tuned: `finetune: false` uses its directory as is
+    given = _cli("run", config, "--out", out, "--set", f"teacher.init={run_dir / 'teacher' / 'best'}",
+                 "--set", "teacher.finetune=false", "--set", "compress=[]", "--set", "export=[]", "--set", "bench=null")
+    assert "teacher: done" in given.stdout
+    records = {r["run_id"]: r for r in ResultStore(store_dir(out / "tiny")).records()}
+    new = next(r for k, r in records.items() if k != run_dir.name)
+    assert new["metrics"]["teacher.dev.sentence_accuracy"] == record["metrics"]["teacher.dev.sentence_accuracy"]
+
 
 @pytest.mark.slow
 def test_two_concurrent_sweeps_share_one_store(tmp_path, tiny_data):
@@ -122,8 +130,8 @@ def test_two_concurrent_sweeps_share_one_store(tmp_path, tiny_data):
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out)]
     # seeds overlap (2): both sweeps reach those cells; the run lock makes one of them skip them
-    procs = [subprocess.Popen(cmd + ["--set", f"seeds={seeds}"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for seeds in ("[1,2]", "[2,3]")]
+    procs = [subprocess.Popen(cmd + ["--set", f"seeds={seeds}", "--jobs", jobs], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for seeds, jobs in (("[1,2]", "2"), ("[2,3]", "1"))]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     records = ResultStore(store_dir(out / "tiny")).records()
