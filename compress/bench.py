@@ -6,7 +6,8 @@ the peak RSS is that of a predictor process that loaded only this model on its r
 * size on disk of what a deployment needs (``source/`` and ``report.json`` excluded);
 * end-to-end latency (tokenise + run + decode) and model-only latency at ``batch_size`` x ``seq_len`` tokens
   with ``threads`` threads: p50/p90 over ``runs`` timed runs after ``warmup`` runs;
-* peak RSS (``ru_maxrss``) of the process after loading and running the model;
+* peak RSS (``VmHWM``) of the process after loading and running the model at the benchmark setting (and
+  again after the throughput runs);
 * throughput (examples/s, end to end) at larger batches.
 
 The first directory is the baseline of the ratio columns; ratios are only comparable on the same runtime,
@@ -60,11 +61,23 @@ def _time(fn, runs: int, warmup: int) -> dict:
     return _percentiles(times)
 
 
+def peak_rss_kib() -> float:
+    """Peak resident set size of this process in KiB: ``VmHWM`` (the high-water mark of this process's own
+    address space; ``ru_maxrss`` would carry over the parent's peak across fork + exec on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
-    import resource
-
     from compress.common import deploy_size_bytes
     from compress.predictor import Predictor
 
@@ -76,18 +89,19 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     feed = predictor.collate(predictor.encode(predictor.examples(batch)))
     e2e = _time(lambda: predictor.predict(batch, batch_size=batch_size), runs, warmup)
     model = _time(lambda: predictor.logits(feed), runs, warmup)
+    peak_kib = peak_rss_kib()  # at the benchmark setting; larger throughput batches may raise it further
     throughput = {}
     for b in throughput_batches:
         chunk = texts[:b]
         stats = _time(lambda: predictor.predict(chunk, batch_size=b), max(10, runs // 10), 3)
         throughput[str(b)] = b / (stats["p50"] / 1000.0)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     m = predictor.manifest
     return {
         "model_dir": str(model_dir), "runtime": predictor.runtime, "format": m["format"],
         "precision": m.get("precision", "fp32"), "size_bytes": deploy_size_bytes(model_dir),
         "seq_len": int(feed["input_ids"].shape[1]), "batch_size": batch_size, "threads": threads,
         "load_s": load_s, "e2e_ms": e2e, "model_ms": model, "peak_rss_mib": peak_kib / 1024.0,
+        "peak_rss_mib_after_throughput": peak_rss_kib() / 1024.0,
         "throughput_per_s": throughput, "paddle_imported": "paddle" in sys.modules,
     }
 

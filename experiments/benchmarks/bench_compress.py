@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,19 @@ def dev_accuracy(model_dir: Path, data_dir: str) -> float:
     return float(p.evaluate(p.task.load("dev"))[p.task.main_metric])
 
 
+def rss_floor(model_dir: Path) -> float:
+    """Peak RSS (MiB) of a process that sets up everything of the ONNX Runtime predictor but the session."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import numpy, onnxruntime\n"
+            "from compress.common import read_manifest, build_task\n"
+            "from compress.bench import peak_rss_kib\n"
+            "from tasks.tokenization import load_tokenizer\n"
+            "m = read_manifest(%r); t = load_tokenizer(%r, m['tokenizer']); task = build_task(m)\n"
+            "print(peak_rss_kib() / 1024)") % (str(ROOT), str(model_dir), str(model_dir))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", help="a trained dygraph SLU model directory (default: train one)")
@@ -59,11 +73,11 @@ def main() -> int:
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bench-only", action="store_true", help="only measure the directories an earlier run left in --out")
     ap.add_argument("--fallback-tolerance", type=float, default=5.0,
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
     args = ap.parse_args()
 
-    from compress.bench import bench_dirs, format_table
     from compress.common import ExportError
     from compress.export import export
     from compress.pipeline import run_steps
@@ -83,6 +97,8 @@ def main() -> int:
              {"step": "qat", "epochs": args.qat_epochs, "lr": 2e-5, "batch_size": 64},
              {"step": "embedding_int8"}]
     t1 = time.time()
+    if args.bench_only:  # measure the directories of an earlier run of this script in --out again
+        return bench_and_report(args, out, fp32, train_s, None)
     reports = run_steps(fp32, steps[:2], out / "compressed", ctx)
     for i, step in enumerate(steps[2:], 3):
         try:
@@ -93,23 +109,29 @@ def main() -> int:
             reports += run_steps(reports[-1]["out_dir"], [{**step, "tolerance": args.fallback_tolerance}],
                                  out / "compressed", ctx, first=i)
     dirs = {r["step"]: Path(r["out_dir"]) for r in reports}
-    final = export(dirs["embedding_int8"], "onnx-int8", out / "export" / "onnx-int8", data_dir=args.data_dir)
-    mobile = export(dirs["embedding_int8"], "ort-mobile", out / "export" / "ort-mobile", data_dir=args.data_dir)
+    for name, backend in (("onnx-int8", "onnx-int8"), ("ort-mobile", "ort-mobile")):
+        r = export(dirs["embedding_int8"], backend, out / "export" / name, data_dir=args.data_dir)
+        print(f"[bench_compress] export {name}: check {json.dumps(r['check'], default=str)[:300]}")
     compress_s = time.time() - t1
     # same-runtime references: the FP32 model and the pruned steps exported to ONNX / Paddle Inference
-    refs = {}
     for name, src in (("fp32", fp32), ("vocab_prune", dirs["vocab_prune"]), ("width_prune", dirs["width_prune"])):
-        refs[f"{name}-onnx"] = Path(export(src, "onnx", out / "export" / f"{name}-onnx")["out_dir"])
-    refs["fp32-paddle-inference"] = Path(export(fp32, "paddle-inference",
-                                                out / "export" / "fp32-paddle-inference")["out_dir"])
-    for name, r in (("onnx-int8", final), ("ort-mobile", mobile)):
-        print(f"[bench_compress] export {name}: check {json.dumps(r['check'], default=str)[:300]}")
+        export(src, "onnx", out / "export" / f"{name}-onnx")
+    export(fp32, "paddle-inference", out / "export" / "fp32-paddle-inference")
+    return bench_and_report(args, out, fp32, train_s, compress_s, reports)
 
-    table = [("FP32 (paddle dygraph)", fp32), ("FP32 onnx", refs["fp32-onnx"]),
-             ("FP32 paddle-inference", refs["fp32-paddle-inference"]),
-             ("vocab_prune onnx", refs["vocab_prune-onnx"]), ("width_prune onnx", refs["width_prune-onnx"]),
-             ("qat paddle-inference", dirs["qat"]), ("emb_int8 paddle-inference", dirs["embedding_int8"]),
-             ("final onnx-int8", Path(final["out_dir"])), ("final ort-mobile", Path(mobile["out_dir"]))]
+
+def bench_and_report(args, out: Path, fp32: Path, train_s: float, compress_s, reports=None) -> int:
+    from compress.bench import bench_dirs, format_table
+
+    c, e = out / "compressed", out / "export"
+    if reports is None:
+        reports = [json.loads((c / d / "report.json").read_text()) for d in
+                   ("1-vocab_prune", "2-width_prune", "3-qat", "4-embedding_int8")]
+    table = [("FP32 (paddle dygraph)", fp32), ("FP32 onnx", e / "fp32-onnx"),
+             ("FP32 paddle-inference", e / "fp32-paddle-inference"),
+             ("vocab_prune onnx", e / "vocab_prune-onnx"), ("width_prune onnx", e / "width_prune-onnx"),
+             ("qat paddle-inference", c / "3-qat"), ("emb_int8 paddle-inference", c / "4-embedding_int8"),
+             ("final onnx-int8", e / "onnx-int8"), ("final ort-mobile", e / "ort-mobile")]
     results = bench_dirs([d for _, d in table], threads=args.threads, runs=args.runs,
                          log=lambda m: print(m, flush=True))
     for (name, d), r in zip(table, results):
@@ -140,8 +162,14 @@ def main() -> int:
               f"{v['e2e_speedup']:.2f}x [{'ok' if ok['speed'] else 'MISSED'}] (model-only {v['model_speedup']:.2f}x), "
               f"peak RSS -{v['rss_reduction_pct']:.1f} % [{'ok' if ok['rss'] else 'MISSED'}], accuracy "
               f"{v['accuracy_delta']:+.2f} [{'ok' if ok['acc'] else 'MISSED'}]")
+    floor = rss_floor(e / "ort-mobile")
+    print(f"  RSS floor of the ONNX Runtime predictor process (python + numpy + onnxruntime + tokenizer + task, "
+          f"no model session): {floor:.1f} MiB; model-attributable peak RSS: FP32 onnx "
+          f"{by['FP32 onnx']['peak_rss_mib'] - floor:.1f} MiB -> final ort-mobile "
+          f"{by['final ort-mobile']['peak_rss_mib'] - floor:.1f} MiB")
     per_step = ", ".join(f"{r['step']} {r.get('seconds', 0):.0f} s" for r in reports)
-    print(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {compress_s:.0f} s ({per_step})")
+    total = f"{compress_s:.0f} s" if compress_s is not None else "(earlier run)"
+    print(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {total} ({per_step})")
     from distill.fsutil import write_json
 
     write_json(out / "bench_compress.json", {"results": results, "acceptance": acceptance, "steps": reports,
