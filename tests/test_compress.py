@@ -265,3 +265,15 @@ def test_cli_predict_evaluate_bench(trained, tmp_path, data_dir, capsys):
     assert rows[1]["paddle_imported"] is False and rows[0]["paddle_imported"] is True
     assert rows[1]["seq_len"] == 16 and rows[1]["e2e_ms"]["runs"] == 20 and rows[1]["peak_rss_mib"] > 0
     assert rows[1]["e2e_ms"]["p90"] >= rows[1]["e2e_ms"]["p50"] > 0 and "4" in rows[1]["throughput_per_s"]
+
+
+def test_ptq_records_both_methods_and_keeps_the_better(trained, tmp_path, ctx):
+    from compress.steps import ptq
+
+    r = ptq(trained, tmp_path / "ptq", {"calibration_examples": 64, "tolerance": 3.0}, ctx)
+    cands = r["candidates"]
+    assert set(cands) == {"paddle", "onnx"} and all("dev_metrics" in c for c in cands.values()), cands
+    scores = {m: c["dev_metrics"]["sentence_accuracy"] for m, c in cands.items()}
+    assert scores[r["kept"]] == max(scores.values()) and r["precision"] == "int8"
+    assert r["format"] == ("onnx" if r["kept"] == "onnx" else "paddle-inference")
+    assert r["size_bytes"] < report_size(trained)  # INT8 matmul weights (the FP32 embedding dominates here)
