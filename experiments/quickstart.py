@@ -3,14 +3,15 @@
 1. generates a small in-car SLU data set from the project's templates (``experiments/slu_templates.py``,
    NLPCC 2018 intents and slots, NLPCC raw corpus format) into ``<out>/data/nlpcc2018_task4/``;
 2. runs a sweep through the real ``nlpcc2018_slu`` task: a scratch-initialised small ERNIE teacher
-   (fine-tuned once, shared), three students (ERNIE 3.0 Tiny nano and pico shapes at reduced width, and the
-   Bi-LSTM) each trained without KD and with KD (logits + hidden states); the KD runs are then compressed
-   (vocabulary pruning, width pruning, INT8 embeddings), exported to ONNX Runtime INT8 and benchmarked;
+   (fine-tuned once, shared), three students (ERNIE 3.0 Tiny nano and pico at reduced size, and a small
+   Bi-LSTM on the teacher's tokenizer) each trained without KD and with KD (soft + hard cross-entropy on
+   both heads); the KD runs are then compressed (vocabulary pruning, width pruning with KD recovery, INT8
+   embeddings) and exported to ONNX Runtime INT8; every model directory is benchmarked;
 3. writes ``<out>/report.md`` (table with mean/KD gain/size/latency) and PNG plots.
 
 Nothing is downloaded: the vocabulary is built from the generated texts, models start from random
 weights.  The numbers show that the pipeline works end to end; they say nothing about real accuracy.
-The config it runs is written to ``<out>/quickstart.yaml`` (re-run it with ``tinydistill sweep``).
+The configs it runs are written to ``<out>/quickstart*.yaml`` (re-run them with ``tinydistill sweep``).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ QUICKSTART = {
     },
     "student": {"name": "ernie-3.0-tiny-nano-v2-zh", "init": "scratch", **TINY_ERNIE, "options": NANO},
     "distill": {"epochs": 30, "lr": 2.0e-3, "batch_size": 32, "progress": False,
-                "losses": [{"type": "soft_ce", "temperature": 2.0}, {"type": "hard_ce", "weight": 0.5}]},
+                "losses": [{"type": "soft_ce", "temperature": 1.0}, {"type": "hard_ce", "weight": 1.0}]},
     "compress": [{"step": "vocab_prune", "max_vocab_size": 300},
                  {"step": "width_prune", "width": 0.5, "importance_examples": 128,
                   "recover": {"epochs": 5, "lr": 1.0e-3}},
@@ -53,9 +54,6 @@ QUICKSTART = {
         "students": [
             {"name": "ernie-3.0-tiny-nano-v2-zh", **TINY_ERNIE, "options": NANO},
             {"name": "ernie-3.0-tiny-pico-v2-zh", **TINY_ERNIE, "options": PICO},
-            # the teacher's tokenizer: token-level KD (slot head) compares outputs token by token
-            {"name": "bilstm", "tokenizer": {"from_teacher": True},
-             "options": {"embedding_size": 128, "hidden_size": 128, "mlp_size": 128}},
         ],
         "recipes": {
             "no_kd": {"distill.losses": [{"type": "hard_ce"}], "compress": [], "export": []},
@@ -65,9 +63,25 @@ QUICKSTART = {
 }
 
 
-def quickstart_config(data_root: Path) -> dict:
-    raw = {**QUICKSTART, "task": {**QUICKSTART["task"], "data_dir": str(data_root)}}
-    return raw
+# The Bi-LSTM: same experiment (same store, same shared teacher), its own compression and export: width
+# pruning does not apply to it, and its ONNX exports currently fail their checks (FP32 logits differ from
+# the dygraph model; dynamic INT8 loses ~30 points), so it goes to Paddle Inference, whose export is exact.
+BILSTM = {
+    "compress": [{"step": "vocab_prune", "max_vocab_size": 300}],
+    "export": ["paddle-inference"],
+    "sweep": {
+        # the teacher's tokenizer: token-level KD (slot head) compares outputs token by token
+        "students": [{"name": "bilstm", "tokenizer": {"from_teacher": True},
+                      "options": {"embedding_size": 128, "hidden_size": 128, "mlp_size": 128}}],
+        "recipes": QUICKSTART["sweep"]["recipes"],
+    },
+}
+
+
+def quickstart_configs(data_root: Path) -> dict[str, dict]:
+    """The quickstart's two sweeps by file name: the ERNIE students and the Bi-LSTM."""
+    ernie = {**QUICKSTART, "task": {**QUICKSTART["task"], "data_dir": str(data_root)}}
+    return {"quickstart.yaml": ernie, "quickstart_bilstm.yaml": {**ernie, **BILSTM}}
 
 
 def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs: int | None = None,
@@ -86,16 +100,17 @@ def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs:
     if not (folder / CORPUS_FILE).is_file():
         write_corpus(folder, n=utterances, seed=0)
         log(f"quickstart: generated {utterances} in-car SLU utterances (NLPCC 2018 format) in {folder}")
-    raw = quickstart_config(data_root)
-    config_file = out / "quickstart.yaml"
-    atomic_write_text(config_file, "# written by `tinydistill quickstart`; re-run with: tinydistill sweep "
-                      f"{config_file} --out {runs}\n" + dump_yaml(raw))
-    cfg = resolve(raw)
-    cfg.source = str(config_file)
     jobs = jobs or min(2, os.cpu_count() or 1)
-    result = run_sweep(cfg, runs, jobs=jobs, log=log)
-    if result["failed"]:
-        raise RuntimeError(f"quickstart: {len(result['failed'])} run(s) failed: {', '.join(result['failed'])}")
+    failed = []
+    for filename, raw in quickstart_configs(data_root).items():
+        config_file = out / filename
+        atomic_write_text(config_file, "# written by `tinydistill quickstart`; re-run with: tinydistill sweep "
+                          f"{config_file} --out {runs}\n" + dump_yaml(raw))
+        cfg = resolve(raw)
+        cfg.source = str(config_file)
+        failed += run_sweep(cfg, runs, jobs=jobs, log=log)["failed"]
+    if failed:
+        raise RuntimeError(f"quickstart: {len(failed)} run(s) failed: {', '.join(failed)}")
     written = write_report(runs / NAME, out, plots=True, basename="report")
     log(f"quickstart: finished in {time.time() - t0:.0f}s")
     for path in written.values():

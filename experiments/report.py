@@ -179,8 +179,9 @@ def _fmt_gain(g: Gain) -> str:
     if g.mean is None:
         return g.note or "-"
     sign = "+" if g.mean >= 0 else ""
-    test = f"p={g.p_value:.3f}" if g.p_value is not None else g.note
-    return f"{sign}{g.mean:.2f} ({test}, n={g.n})"
+    if g.p_value is not None:
+        return f"{sign}{g.mean:.2f} (p={g.p_value:.3f}, n={g.n})"
+    return f"{sign}{g.mean:.2f} (n={g.n}: {'no test, n<2' if g.n < 2 else g.note})"
 
 
 def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]], list[list[Any]]]:

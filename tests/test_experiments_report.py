@@ -66,7 +66,7 @@ def test_report_writes_tables_and_plots(runs):
     line = next(l for l in md.splitlines() if "| logits_kd |" in l)
     assert "82.17 ± 1.26" in line  # mean ± sample std over seeds
     assert "+2.00 (p=" in line and "n=3" in line
-    assert "n<2" in next(l for l in md.splitlines() if "single_seed_kd" in l)
+    assert "(n=1: no test, n<2)" in next(l for l in md.splitlines() if "single_seed_kd" in l)
     rows = list(csv.reader(io.StringIO(written["csv"].read_text())))
     header, body = rows[0], {r[3]: dict(zip(rows[0], r)) for r in rows[1:]}
     assert "kd_gain_p" in header and float(body["logits_kd"]["final_size_mb"]) == 4.0
