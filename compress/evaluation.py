@@ -73,5 +73,7 @@ def step_report(step: str, params, in_dir, out_dir, ctx, started: float, extra: 
         "latency_ms_b1_s16": model_latency_ms(p, runs=ctx.latency_runs),
         "seconds": round(time.time() - started, 2), **(extra or {}),
     }
+    if not ctx.max_dev_examples:
+        report["dev"] = metrics  # the whole dev split (the runner reads this key)
     write_json(out_dir / REPORT, report)
     return report

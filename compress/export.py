@@ -261,6 +261,8 @@ def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: floa
         report = {"backend": entry.name, "format": new["format"], "precision": new.get("precision", "fp32"),
                   "source": str(model_dir), "out_dir": str(out_dir), "size_bytes": deploy_size_bytes(tmp),
                   "check": record, "seconds": round(time.time() - start, 2)}
+        if "export_metrics" in record and not max_check_examples:
+            report["dev"] = record["export_metrics"]  # measured on the whole dev split by the INT8 check
         new["verification"] = {k: v for k, v in record.items() if not k.endswith("_metrics")}
         write_manifest(tmp, new)
         write_json(tmp / "report.json", report)
