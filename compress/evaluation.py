@@ -9,6 +9,17 @@ import numpy as np
 from compress.common import REPORT, build_task, deploy_size_bytes, read_manifest
 
 
+def require_float(in_dir, step: str) -> None:
+    """Pruning and QAT need float weights: a clear ordering error for an already quantised/exported input."""
+    from distill.schema import ConfigError
+
+    manifest = read_manifest(in_dir)
+    if manifest["format"] != "dygraph":
+        raise ConfigError(f"compress.{step}: needs a float (dygraph) model directory, but {in_dir} is "
+                          f"{manifest['format']} {manifest.get('precision', 'fp32')}; put {step} before the "
+                          "quantisation steps (qat, ptq, embedding_int8) and exports")
+
+
 def task_and_data(manifest: dict, ctx, need_train: bool = True):
     """(task, train examples, dev examples) for a model directory's task, capped by the context."""
     task = build_task(manifest, data_dir=ctx.data_dir)

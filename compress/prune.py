@@ -18,12 +18,13 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from compress.common import build_task
-from compress.evaluation import step_report, task_and_data
+from compress.evaluation import require_float, step_report, task_and_data
 from compress.steps import NotApplicable
 from teachers.base import load_model_dir, save_model_dir
 
 
 def _dygraph(in_dir, step: str):
+    require_float(in_dir, step)
     model, tok, manifest = load_model_dir(in_dir)  # ModelLoadError names exported dirs clearly
     if tok is None:
         raise ValueError(f"{in_dir}: {step} needs the model's tokenizer (manifest 'tokenizer' is null)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
                              write_manifest)
-from compress.evaluation import dir_metrics, step_report, task_and_data
+from compress.evaluation import dir_metrics, require_float, step_report, task_and_data
 from compress.export import float_source, input_spec, save_program
 
 
@@ -64,6 +64,7 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    require_float(in_dir, "qat")
     model, tok, manifest = load_model_dir(in_dir)
     task, train_ex, dev_ex = task_and_data(manifest, ctx)
     metric, before = dir_metrics(in_dir, ctx, dev_ex)

@@ -222,7 +222,7 @@ def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
 def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):
     from compress.export import export
     from compress.predictor import Predictor
-    from compress.steps import embedding_int8, qat
+    from compress.steps import embedding_int8, qat, width_prune
 
     # this 64-wide model loses a few points on oneDNN's INT8 kernels (the same program with FP32 kernels does
     # not), hence the wide tolerance here; the nano benchmark measures the real loss
@@ -233,6 +233,8 @@ def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):
     assert e["size_bytes"] < 0.5 * q["size_bytes"]  # the 40k-row embedding dominates this tiny model
     manifest = json.loads((tmp_path / "emb" / "manifest.json").read_text())
     assert manifest["quant"]["embedding"] is True and manifest["quant"]["method"] == "qat"
+    with pytest.raises(ConfigError, match="compress.width_prune: needs a float .*put width_prune before"):
+        width_prune(tmp_path / "emb", tmp_path / "wp", {"width": 0.5}, ctx)
     r = export(tmp_path / "emb", "ort-mobile", tmp_path / "ort", data_dir=str(data_dir), tolerance=2.0,
                max_check_examples=400)
     assert r["format"] == "ort" and (tmp_path / "ort" / "model.ort").is_file() and r["check"]["passed"]
