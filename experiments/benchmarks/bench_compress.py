@@ -67,8 +67,9 @@ def main() -> int:
     ap.add_argument("--model-dir", help="a trained dygraph SLU model directory (default: train one)")
     ap.add_argument("--out", default="bench_compress_out")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--epochs", type=int, default=3, help="training epochs of the FP32 student")
-    ap.add_argument("--max-train", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=2, help="training epochs of the FP32 student")
+    ap.add_argument("--max-train", type=int, default=8000,
+                    help="training examples for the student and the recovery/QAT steps (0: all ~17k)")
     ap.add_argument("--recover-epochs", type=int, default=1)
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=300)
@@ -90,7 +91,7 @@ def main() -> int:
     train_s = time.time() - t0
 
     ctx = StepContext(data_dir=args.data_dir, threads=args.threads, progress=False,
-                      max_train_examples=args.max_train, log=lambda m: print(m, flush=True))
+                      max_train_examples=args.max_train or None, log=lambda m: print(m, flush=True))
     steps = [{"step": "vocab_prune", "max_vocab_size": 6000},
              {"step": "width_prune", "width": 0.75, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
                                                                 "batch_size": 64}},
