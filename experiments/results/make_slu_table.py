@@ -94,7 +94,7 @@ def main() -> int:
         order = list(range(len(dirs))) if r % 2 == 0 else list(reversed(range(len(dirs))))
         load = os.getloadavg()[0]
         res = bench_dirs([dirs[i] for i in order], batch_size=1, seq_len=16, threads=1, runs=args.runs,
-                         warmup=args.warmup, log=lambda m: print(m, flush=True))
+                         warmup=args.warmup, throughput_batches=(), log=lambda m: print(m, flush=True))
         by = {order[k]: res[k] for k in range(len(order))}
         rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
                        "results": [by[i] for i in range(len(dirs))]})
