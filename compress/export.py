@@ -96,18 +96,38 @@ def build_paddle_inference(src: Path, manifest: dict, out: Path, params: dict) -
     from teachers.base import load_model_dir
 
     save_program(load_model_dir(src)[0], out / "model")
-    return {"model_file": "model.pdmodel", "precision": "fp32"}
+    return {"model_file": "model.pdmodel", "precision": "fp32", **_ir_probe(out, manifest)}
+
+
+def _ir_probe(out: Path, manifest: dict) -> dict:
+    """Run the program once with Paddle Inference's IR passes; if they break it (seen with TextCNN: a fused op
+    with a wrong broadcast) the directory records ``ir_optim: false`` and runs unfused."""
+    from compress.runtimes import PaddleInferenceSession
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 100, (3, 7)).astype("int64")
+    feed = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
+    try:
+        PaddleInferenceSession(out, {**manifest, "model_file": "model.pdmodel", "precision": "fp32"}).run(feed)
+        return {}
+    except Exception as exc:  # noqa: BLE001 - any failure of the optimised program means: run it unoptimised
+        return {"ir_optim": False, "ir_optim_error": str(exc).strip().splitlines()[0][:300]}
 
 
 def _onnx_fp32(src: Path, manifest: dict, target: Path, work: Path) -> None:
     if manifest["format"] == "onnx" and manifest.get("precision", "fp32") == "fp32":
         shutil.copy2(src / manifest.get("model_file", "model.onnx"), target)
         return
-    import paddle2onnx
-
     prefix = _program_of(src, manifest, work)
-    paddle2onnx.export(str(prefix) + ".pdmodel", str(prefix) + ".pdiparams", str(target), opset_version=13,
-                       enable_onnx_checker=True, verbose=False)
+    # in a child process: paddle2onnx aborts the whole process (SIGABRT) on an operator it cannot convert
+    code = ("import paddle2onnx, sys; paddle2onnx.export(sys.argv[1], sys.argv[2], sys.argv[3], opset_version=13, "
+            "enable_onnx_checker=True, verbose=False)")
+    proc = subprocess.run([sys.executable, "-c", code, str(prefix) + ".pdmodel", str(prefix) + ".pdiparams",
+                           str(target)], capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(target).is_file():
+        lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "ERROR" in l or "rror" in l]
+        raise ExportError(f"paddle2onnx cannot convert {src} (exit {proc.returncode}): "
+                          f"{' | '.join(lines[:4]) or proc.stderr.strip()[-400:]}")
 
 
 def build_onnx(src: Path, manifest: dict, out: Path, params: dict) -> dict:

@@ -75,7 +75,7 @@ class PaddleInferenceSession(Session):
         if manifest.get("precision") == "int8":
             config.enable_mkldnn_int8()
         config.disable_glog_info()
-        config.switch_ir_optim(True)
+        config.switch_ir_optim(bool(manifest.get("ir_optim", True)))
         self.predictor = inference.create_predictor(config)
         self.input_names = self.predictor.get_input_names()
         self.output_names = self.predictor.get_output_names()
