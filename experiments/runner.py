@@ -240,9 +240,13 @@ class Runner:
         with file_lock(shared.parent / f".{shared.name}.lock"):
             if not done.is_file():
                 t0 = time.time()
+                name = self.cfg.all_teachers[i].name
+                self.log(f"{self.prefix}teacher {name} (seed {self.seed}): training -> {shared}")
                 metrics = self._train_teacher(i, shared)
                 write_json(done, {"seconds": round(time.time() - t0, 3), "metrics": metrics,
                                   "teacher": self.raw.get("teacher") if i == 0 else None})
+                self.log(f"{self.prefix}teacher {name} (seed {self.seed}): done in {time.time() - t0:.1f}s"
+                         f"{self._summary(flatten_metrics('teacher', metrics))}")
         return read_json(done)
 
     def _train_teacher(self, i: int, out: Path) -> dict:

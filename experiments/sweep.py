@@ -88,12 +88,13 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
 # execution
 
 
-def _run_cell(job: tuple[dict, int, str, str | None, str]) -> tuple[str, str, str]:
+def _run_cell(job: tuple[dict, int, str, str | None, str, str]) -> tuple[str, str, str]:
     """Worker: run one cell (or only its teacher stage). Returns (run id, status, message)."""
-    raw, seed, out, data_dir, what = job
+    raw, seed, out, data_dir, what, source = job
     from experiments.runner import Runner
 
     cfg = resolve(raw)
+    cfg.source = source
     runner = Runner(cfg, seed, out_root=out, data_dir=data_dir, resume=True, quiet_prefix=f"[{raw['recipe']}]")
     try:
         if what == "teacher":
@@ -147,13 +148,13 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
         keys = runner.teacher_keys()
         if keys and not all(k in seen for k in keys) and not runner.teachers_finished():
             seen.update(keys)
-            teacher_jobs.append((cell.config.to_raw(), cell.seed, out, data_dir, "teacher"))
+            teacher_jobs.append((cell.config.to_raw(), cell.seed, out, data_dir, "teacher", cfg.source))
     start = time.time()
     for run_id, status, msg in _map(teacher_jobs, jobs):
         if status == "failed":
             log(f"  teacher for {run_id} FAILED: {msg}")
     # phase 2: students (distill, compress, export, bench, report)
-    student_jobs = [(cell.config.to_raw(), cell.seed, out, data_dir, "run") for cell, _ in pending]
+    student_jobs = [(cell.config.to_raw(), cell.seed, out, data_dir, "run", cfg.source) for cell, _ in pending]
     for i, (run_id, status, msg) in enumerate(_map(student_jobs, jobs), 1):
         result["failed" if status == "failed" else "done"].append(run_id)
         log(f"  [{i}/{len(student_jobs)}] {run_id}: {status}{(' - ' + msg.splitlines()[0]) if msg else ''}")
