@@ -263,6 +263,7 @@ class Runner:
         from distill.trainer import train
 
         tok = self.tokenizer_for(t, path)
+        seed_everything(self.seed)
         model = build_model("teacher", t.name, self.task.heads(), init=t.init, vocab_size=tok.vocab_size, **t.options)
         result = train(model, tok, self.task, self.train_examples, self.dev_examples, t.train, str(out),
                        teachers=(), resume=(out / "checkpoint").exists())
@@ -309,6 +310,7 @@ class Runner:
             tok = self.teacher_models()[0][1]
         else:
             tok = self.tokenizer_for(s, "student")
+        seed_everything(self.seed)
         model = build_model("student", s.name, self.task.heads(), init=s.init, vocab_size=tok.vocab_size, **s.options)
         teachers = self.teacher_models() if uses_teacher(self.cfg) else []
         result = train(model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
@@ -449,6 +451,19 @@ class Runner:
                     if key in metrics:
                         w.add_scalar(tag, metrics[key]["value"], step)
             w.add_text("config", "```\n" + dump_yaml(self.raw) + "\n```")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and paddle before a model is built, so its random initialisation (and so the
+    whole run) is the same in every process for the same seed."""
+    import random
+
+    import numpy as np
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    paddle.seed(seed)
 
 
 def _mb(model_dir: Path) -> float:

@@ -114,6 +114,21 @@ def test_run_crash_resume_and_layout(tmp_path, tiny_data):
     again = _cli("run", config, "--out", out, "--resume")
     assert "finished already" in again.stdout
 
+    # an uninterrupted run of the same config and seed (another process) gets the same result
+    clean = tmp_path / "clean"
+    _cli("run", config, "--out", clean, "--set", "compress=[]", "--set", "export=[]", "--set", "bench=null")
+    (clean_dir,) = [p for p in (clean / "tiny").iterdir() if not p.name.startswith("_")]
+    clean_metrics = json.loads((clean_dir / "metrics.json").read_text())["metrics"]
+    for key in ("teacher.dev.sentence_accuracy", "student.dev.sentence_accuracy", "student.dev.slot_f1"):
+        assert clean_metrics[key] == metrics[key], key
+    import numpy as np
+    import paddle
+
+    for part in ("teacher/best/model_state.pdparams", "student/best/model_state.pdparams"):
+        a, b = paddle.load(str(clean_dir / part)), paddle.load(str(run_dir / part))
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), part
+
     # a teacher that is already fine-tuned: `finetune: false` uses its directory as is
     given = _cli("run", config, "--out", out, "--set", f"teacher.init={run_dir / 'teacher' / 'best'}",
                  "--set", "teacher.finetune=false", "--set", "compress=[]", "--set", "export=[]", "--set", "bench=null")
