@@ -167,3 +167,29 @@ def test_two_concurrent_sweeps_share_one_store(tmp_path, tiny_data):
     line = next(l for l in rep.stdout.splitlines() if "| kd |" in l)
     assert "n=3" in line and "p=" in line or "no variance" in line
     assert (out / "tiny" / "acc_vs_size.png").is_file()
+
+
+MULTI = """\
+teachers:
+  - name: ernie-3.0-tiny-nano-v2-zh
+    init: scratch
+    options: {num_hidden_layers: 1, hidden_size: 48, num_attention_heads: 2, intermediate_size: 64}
+    tokenizer: {build: true}
+    train: {epochs: 1, lr: 1.0e-3, batch_size: 32, progress: false}
+"""
+
+
+@pytest.mark.slow
+def test_multi_teacher_run(tmp_path, tiny_data):
+    config = tmp_path / "multi.yaml"
+    text = TINY.format(data=tiny_data, extra=MULTI).replace(
+        "losses: [{type: soft_ce, temperature: 2.0}, {type: hard_ce, weight: 0.5}]",
+        "losses: [{type: soft_ce}, {type: hard_ce}, {type: hidden_mse, teacher_index: 1}]\n  mixing: {mode: confidence}")
+    config.write_text(text, encoding="utf-8")
+    out = tmp_path / "runs"
+    proc = _cli("run", config, "--out", out)
+    assert "[2/4] teacher1: done" in proc.stdout
+    (run_dir,) = [p for p in (out / "tiny").iterdir() if not p.name.startswith("_")]
+    assert (run_dir / "teacher").resolve() != (run_dir / "teacher1").resolve()
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert "teacher1.dev.sentence_accuracy" in metrics and "student.dev.sentence_accuracy" in metrics
