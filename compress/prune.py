@@ -213,13 +213,14 @@ def width_prune(in_dir, out_dir, p, ctx) -> dict:
         work = Path(out_dir).parent / f".{Path(out_dir).name}.recover"
         cfg = from_dict(DistillConfig, {**to_dict(p.recover), "seed": ctx.seed, "progress": ctx.progress},
                         "compress.width_prune.recover")
-        result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(teacher, tok)])
-        model = load_model_dir(result.best_dir)[0]
+        try:
+            result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(teacher, tok)])
+            model = load_model_dir(result.best_dir)[0]
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         extra_info["recovery"] = {"best_metrics": result.best_metrics, "steps": getattr(result, "steps", None)}
     extra = dict(manifest.get("extra") or {})
     extra["width_prune"] = {k: v for k, v in extra_info.items() if k != "head_importance"}
     save_model_dir(out_dir, model, tok, task, extra=extra)
-    if p.recover is not None:
-        shutil.rmtree(work, ignore_errors=True)
     _, metrics = dir_metrics(out_dir, ctx, dev_ex)
     return step_report("width_prune", p, in_dir, out_dir, ctx, started, extra=extra_info, metrics=metrics)

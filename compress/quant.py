@@ -82,8 +82,11 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
     cfg = from_dict(DistillConfig, {"epochs": p.epochs, "max_steps": p.max_steps, "lr": p.lr,
                                     "batch_size": p.batch_size, "losses": p.losses, "seed": ctx.seed,
                                     "progress": ctx.progress, "teacher_cache": "off"}, "compress.qat")
-    result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(fp32, tok)])
-    state = paddle.load(str(Path(result.best_dir) / "model_state.pdparams"))
+    try:
+        result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(fp32, tok)])
+        state = paddle.load(str(Path(result.best_dir) / "model_state.pdparams"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     model.set_state_dict(state)
     model.eval()
     float_state = {_strip_wrappers(k): v for k, v in state.items()}
@@ -105,7 +108,6 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
         write_manifest(tmp, _quant_manifest(manifest, quant))
         _, after = dir_metrics(tmp, ctx, dev_ex)
         check = _check("QAT", after, before, metric, p.tolerance, out_dir)
-    shutil.rmtree(work, ignore_errors=True)
     return step_report("qat", p, in_dir, out_dir, ctx, started, metrics=after,
                        extra={"check": check, "training": {"best_metrics": result.best_metrics}})
 
