@@ -64,7 +64,7 @@ class Runner:
 
     def __init__(self, cfg: ExperimentConfig, seed: int, out_root: str | os.PathLike = "runs",
                  data_dir: str | None = None, resume: bool = False, log: Callable[[str], Any] = print,
-                 quiet_prefix: str = ""):
+                 prefix: str = ""):
         raw = cfg.to_raw()
         raw.pop("sweep", None)
         raw["seeds"] = [seed]
@@ -87,7 +87,7 @@ class Runner:
         self.store = ResultStore(store_dir(self.exp_dir))
         self.resume = resume
         self.log = log
-        self.prefix = quiet_prefix
+        self.prefix = prefix
         self._teacher_models: list | None = None
 
     # -- stage bookkeeping ---------------------------------------------------------------------

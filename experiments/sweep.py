@@ -91,11 +91,12 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
 def _run_cell(job: tuple[dict, int, str, str | None, str, str]) -> tuple[str, str, str]:
     """Worker: run one cell (or only its teacher stage). Returns (run id, status, message)."""
     raw, seed, out, data_dir, what, source = job
-    from experiments.runner import Runner
+    from experiments.runner import Runner, short_name
 
     cfg = resolve(raw)
     cfg.source = source
-    runner = Runner(cfg, seed, out_root=out, data_dir=data_dir, resume=True, quiet_prefix=f"[{raw['recipe']}]")
+    runner = Runner(cfg, seed, out_root=out, data_dir=data_dir, resume=True,
+                    prefix=f"[{short_name(cfg.student.name)}/{cfg.recipe} s{seed}] ")
     try:
         if what == "teacher":
             runner.run_teachers()
