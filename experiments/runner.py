@@ -487,6 +487,9 @@ def _variant_metrics(report: dict, out_dir: Path) -> dict:
 
 def cli_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    if cfg.sweep is not None:
+        print(f"note: {args.config} declares a sweep; `run` runs its base config only "
+              f"(`tinydistill sweep {args.config}` runs the grid)")
     for seed in cfg.seeds:
         runner = Runner(cfg, seed, out_root=args.out, data_dir=args.data_dir, resume=args.resume)
         runner.run()
