@@ -40,7 +40,56 @@ def run_dir(exp: Path, recipe: str) -> Path:
     return found[0]
 
 
+def latency_worker(model_dir: str, runs: int, warmup: int) -> int:
+    """Per-call end-to-end latency of one directory in this (fresh) process, as wall time and as process
+    CPU time (``time.process_time``): CPU time leaves out the waits for a core on a loaded machine."""
+    import numpy as np
+
+    from compress.bench import texts_of_length
+    from compress.predictor import Predictor
+
+    p = Predictor.from_dir(model_dir, threads=1)
+    texts = texts_of_length(p, 16, 8)
+    for i in range(warmup):
+        p.predict([texts[i % 8]], batch_size=1)
+    wall, cpu = [], []
+    for i in range(runs):
+        w, c = time.perf_counter(), time.process_time()
+        p.predict([texts[i % 8]], batch_size=1)
+        cpu.append((time.process_time() - c) * 1000.0)
+        wall.append((time.perf_counter() - w) * 1000.0)
+    print("LATENCY " + json.dumps({"wall_p50": float(np.percentile(wall, 50)), "cpu_p50": float(np.percentile(cpu, 50)),
+                                   "cpu_mean": float(np.mean(cpu)), "runs": runs}))
+    return 0
+
+
+def cpu_latencies(dirs: list[Path], runs: int, warmup: int, rounds: int) -> list[list[dict]]:
+    """``latency_worker`` for every directory in a fresh process, ``rounds`` times in alternating order."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out: list[list[dict]] = [[] for _ in dirs]
+    for r in range(rounds):
+        order = list(range(len(dirs))) if r % 2 == 0 else list(reversed(range(len(dirs))))
+        for i in order:
+            proc = subprocess.run([sys.executable, __file__, "--latency-worker", str(dirs[i]), "--runs", str(runs),
+                                   "--warmup", str(warmup)], capture_output=True, text=True, env=env)
+            line = [l for l in proc.stdout.splitlines() if l.startswith("LATENCY ")]
+            if proc.returncode != 0 or not line:
+                raise RuntimeError(f"latency of {dirs[i]} failed: {proc.stderr[-1500:]}")
+            out[i].append(json.loads(line[-1][len("LATENCY "):]))
+            print(f"cpu latency {dirs[i]}: {out[i][-1]}", flush=True)
+    return out
+
+
 def main() -> int:
+    if "--latency-worker" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--latency-worker")
+        ap.add_argument("--runs", type=int, default=200)
+        ap.add_argument("--warmup", type=int, default=20)
+        a = ap.parse_args()
+        return latency_worker(a.latency_worker, a.runs, a.warmup)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("exp_dir", help="the sweep's experiment directory, e.g. runs/results-slu")
     ap.add_argument("--data-dir", default=os.environ.get("TINYDISTILL_DATA", str(ROOT.parent / "shared" / "data")))
@@ -99,6 +148,8 @@ def main() -> int:
         rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
                        "results": [by[i] for i in range(len(dirs))]})
 
+    cpu = cpu_latencies(dirs, args.runs, args.warmup, args.rounds)
+
     def avg(i, key, sub=None):
         vals = [rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds]
         return sum(vals) / len(vals)
@@ -110,12 +161,15 @@ def main() -> int:
                       "sentence_accuracy": accuracy[str(d)]["sentence_accuracy"],
                       "intent_accuracy": accuracy[str(d)].get("intent_accuracy"),
                       "slot_f1": accuracy[str(d)].get("slot_f1"),
+                      "cpu_e2e_p50_ms": sum(c["cpu_p50"] for c in cpu[i]) / len(cpu[i]),
+                      "cpu_e2e_p50_ms_per_round": [c["cpu_p50"] for c in cpu[i]],
                       "e2e_p50_ms": avg(i, "e2e_ms", "p50"), "model_p50_ms": avg(i, "model_ms", "p50"),
                       "peak_rss_mib": avg(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
                       "e2e_p50_ms_per_round": [rd["results"][i]["e2e_ms"]["p50"] for rd in rounds]})
 
     def vs(a, b):
-        return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"], "e2e_speedup": a["e2e_p50_ms"] / b["e2e_p50_ms"],
+        return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"], "e2e_speedup": a["cpu_e2e_p50_ms"] / b["cpu_e2e_p50_ms"],
+                "wall_e2e_speedup": a["e2e_p50_ms"] / b["e2e_p50_ms"],
                 "model_speedup": a["model_p50_ms"] / b["model_p50_ms"],
                 "rss_reduction_pct": 100.0 * (1 - b["peak_rss_mib"] / a["peak_rss_mib"]),
                 "accuracy_delta": b["sentence_accuracy"] - a["sentence_accuracy"]}
@@ -136,17 +190,19 @@ def main() -> int:
 
     def fmt_ratio(row, key):
         v = row["vs_fp32_nano"]
-        return {"size": f"{v['size_pct']:.1f} %", "lat": f"{v['e2e_speedup']:.2f}x",
+        return {"size": f"{v['size_pct']:.1f} %", "lat": f"{v['e2e_speedup']:.2f}x", "wlat": f"{v['wall_e2e_speedup']:.2f}x",
                 "rss": f"{-v['rss_reduction_pct']:+.0f} %", "acc": f"{v['accuracy_delta']:+.2f}"}[key]
 
     lines = [f"Teacher: scratch `ernie-3.0-tiny-micro-v2-zh`, dev sentence accuracy {teacher_acc:.2f} %. "
              "Every model is trained from random initialisation (no pretrained weights on this machine).", "",
-             "| model | runtime | dev sentence acc (%) | Δ acc (pp) | latency p50 ms (speed-up) | model-only p50 ms "
-             "| peak RSS MiB (change) | size MB (% of FP32) |", "|---|---|---|---|---|---|---|---|"]
+             "| model | runtime | dev sentence acc (%) | Δ acc (pp) | latency p50, CPU ms (speed-up) | "
+             "latency p50, wall ms (speed-up) | peak RSS MiB (change) | size MB (% of FP32) |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in table:
         lines.append(f"| {row['model']} | {row['runtime']} {row['precision']} | {row['sentence_accuracy']:.2f} | "
-                     f"{fmt_ratio(row, 'acc')} | {row['e2e_p50_ms']:.3f} ({fmt_ratio(row, 'lat')}) | "
-                     f"{row['model_p50_ms']:.3f} | {row['peak_rss_mib']:.1f} ({fmt_ratio(row, 'rss')}) | "
+                     f"{fmt_ratio(row, 'acc')} | {row['cpu_e2e_p50_ms']:.3f} ({fmt_ratio(row, 'lat')}) | "
+                     f"{row['e2e_p50_ms']:.3f} ({fmt_ratio(row, 'wlat')}) | "
+                     f"{row['peak_rss_mib']:.1f} ({fmt_ratio(row, 'rss')}) | "
                      f"{row['size_mb']:.2f} ({fmt_ratio(row, 'size')}) |")
     final = table[5]["vs_fp32_nano"]
     ort = ort_row["vs_fp32_nano_same_runtime"]
@@ -157,7 +213,8 @@ def main() -> int:
               "acc": v["accuracy_delta"] >= -TARGETS["accuracy_drop"]}
         mark = {True: "met", False: "missed"}
         return (f"size {v['size_pct']:.1f} % of FP32 (target <= 7.8 %: {mark[ok['size']]}), end-to-end speed-up "
-                f"{v['e2e_speedup']:.2f}x (target >= 2.13x: {mark[ok['speed']]}; model only {v['model_speedup']:.2f}x), "
+                f"{v['e2e_speedup']:.2f}x in CPU time (target >= 2.13x: {mark[ok['speed']]}; wall clock "
+                f"{v['wall_e2e_speedup']:.2f}x), "
                 f"peak memory {v['rss_reduction_pct']:.0f} % lower (target >= 62 %: {mark[ok['rss']]}), accuracy "
                 f"{v['accuracy_delta']:+.2f} pp (target >= -0.5: {mark[ok['acc']]})"), ok
 
@@ -166,9 +223,21 @@ def main() -> int:
     lines += ["", f"- Paddle Inference, FP32 nano -> + INT8 embedding: {text_final}.",
               f"- ONNX Runtime, FP32 nano ONNX -> width-pruned dynamic INT8: {text_ort}.", "",
               "Latency: batch 1, 16 tokens, 1 thread, end to end (tokenise + run + decode), p50 over "
-              f"{args.runs} runs after {args.warmup} warm-up runs, mean of {args.rounds} rounds in alternating "
-              "order; model-only excludes tokeniser and decoding. Peak RSS: `ru_maxrss` of a fresh process that "
-              "loaded and ran only that model. Size: files a deployment needs. Ratios vs the first row.",
+              f"{args.runs} calls after {args.warmup} warm-up calls, mean of {args.rounds} rounds in alternating "
+              "order, every directory in a fresh process. *CPU ms* is the process CPU time per call "
+              "(`time.process_time`), the figure to compare on this shared machine; *wall ms* "
+              "(`tinydistill bench`, `compress.bench`) also counts the time the process waited for a core and "
+              "varies several-fold between rounds here (per-round values in the JSON). Peak RSS: `ru_maxrss` of a "
+              "fresh process that loaded and ran only that model (the Paddle Inference rows include the ~300 MiB "
+              "the paddle library itself takes; the ONNX Runtime rows do not import paddle). Size: files a "
+              "deployment needs. Ratios vs the first row.", "",
+              "Accuracy caveat: the models are far from converged (100 student steps), and width-pruning recovery "
+              "and QAT each add 40 more training steps (distilling from their FP32 input), so accuracy *rises* "
+              "along the chain; that is extra training, not a property of compression. The steps that do not "
+              "train show the compression effect alone: vocabulary pruning "
+              f"{table[2]['sentence_accuracy'] - table[1]['sentence_accuracy']:+.2f} pp, INT8 embeddings "
+              f"{table[5]['sentence_accuracy'] - table[4]['sentence_accuracy']:+.2f} pp, ONNX Runtime dynamic INT8 vs "
+              f"its FP32 width-pruned input {table[7]['sentence_accuracy'] - table[3]['sentence_accuracy']:+.2f} pp.",
               f"Load average (1 min) before/after each round: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
               f"Command: `{cmd}` (after `tinydistill sweep experiments/configs/results_slu.yaml --jobs 2 "
