@@ -64,11 +64,11 @@ QUICKSTART = {
 
 
 # The Bi-LSTM: same experiment (same store, same shared teacher), its own compression and export: width
-# pruning does not apply to it, and its ONNX exports currently fail their checks (FP32 logits differ from
-# the dygraph model; dynamic INT8 loses ~30 points), so it goes to Paddle Inference, whose export is exact.
+# pruning does not apply to it, and ONNX Runtime's dynamic INT8 loses ~30 points on its LSTM (the export check
+# refuses it), so it is exported in FP32, to ONNX Runtime and Paddle Inference.
 BILSTM = {
     "compress": [{"step": "vocab_prune", "max_vocab_size": 300}],
-    "export": ["paddle-inference"],
+    "export": ["onnx", "paddle-inference"],
     "sweep": {
         # the teacher's tokenizer: token-level KD (slot head) compares outputs token by token
         "students": [{"name": "bilstm", "tokenizer": {"from_teacher": True},

@@ -32,6 +32,15 @@ def _masked_mean(x, mask):
     return paddle.sum(x * m, axis=1) / paddle.clip(paddle.sum(m, axis=1), min=1.0)
 
 
+def _gather_rows(x, index):
+    """``x[b, index[b, t]]`` for ``x`` [B, L, D] and int64 ``index`` [B, T] -> [B, T, D] (exports as Gather)."""
+    batch, length = paddle.shape(x)[0], paddle.shape(x)[1]
+    offsets = paddle.unsqueeze(paddle.arange(batch, dtype="int64") * length.astype("int64"), 1)
+    flat = paddle.reshape(x, [-1, x.shape[-1]])
+    out = paddle.gather(flat, paddle.reshape(index + offsets, [-1]))
+    return paddle.reshape(out, [batch, -1, x.shape[-1]])
+
+
 class _Student(nn.Layer):
     def __init__(self, heads, cfg: dict):
         super().__init__()
@@ -59,7 +68,11 @@ class BiLSTMStudent(_Student):
         h = cfg["hidden_size"]
         self.pooling = _choice(cfg, "pooling", ("max", "mean", "last"))
         self.activation = ACTIVATIONS[_choice(cfg, "activation", tuple(ACTIVATIONS))]()
-        self.lstm = nn.LSTM(cfg["embedding_size"], h, num_layers=1, direction="bidirect")
+        # Two one-directional LSTMs instead of nn.LSTM(direction="bidirect", sequence_length=...): paddle2onnx
+        # drops ``sequence_length``, so the exported reverse direction would start on padding.  Reversing each
+        # row within its own length (a gather) gives the same bidirectional LSTM in dygraph and in every export.
+        self.lstm_fw = nn.LSTM(cfg["embedding_size"], h, num_layers=1, direction="forward")
+        self.lstm_bw = nn.LSTM(cfg["embedding_size"], h, num_layers=1, direction="forward")
         self.mlp = nn.Linear(2 * h, cfg["mlp_size"])
         self.task_heads = TaskHeads(self.heads, cfg["mlp_size"], 2 * h, cfg["dropout"])
         self.hidden_size = 2 * h
@@ -68,14 +81,22 @@ class BiLSTMStudent(_Student):
                 output_attentions=False):
         _, attention_mask = default_inputs(input_ids, token_type_ids, attention_mask, self.pad_token_id)
         emb = self.embeddings(input_ids)
-        lengths = paddle.sum(attention_mask.astype("int32"), axis=1)
-        out, (last_h, _) = self.lstm(self.dropout(emb), sequence_length=lengths)
+        x = self.dropout(emb)
+        mask = attention_mask.astype("int64")
+        lengths = paddle.sum(mask, axis=1, keepdim=True)  # [B, 1]
+        pos = paddle.unsqueeze(paddle.arange(paddle.shape(input_ids)[1], dtype="int64"), 0)  # [1, L]
+        rev = paddle.where(pos < lengths, lengths - 1 - pos, pos)  # reverse each row's real tokens in place
+        fw, _ = self.lstm_fw(x)
+        bw_rev, _ = self.lstm_bw(_gather_rows(x, rev))
+        bw = _gather_rows(bw_rev, rev)  # the permutation is its own inverse
+        out = paddle.concat([fw, bw], axis=-1) * paddle.unsqueeze(mask.astype(fw.dtype), -1)
         if self.pooling == "max":
             pooled = _masked_max(out, attention_mask)
         elif self.pooling == "mean":
             pooled = _masked_mean(out, attention_mask)
-        else:
-            pooled = paddle.concat([last_h[-2], last_h[-1]], axis=-1)
+        else:  # final states: forward at the last real token, backward at the first
+            last = _gather_rows(fw, paddle.clip(lengths - 1, min=0))
+            pooled = paddle.concat([paddle.squeeze(last, 1), bw[:, 0]], axis=-1)
         pooled = self.activation(self.mlp(self.dropout(pooled)))
         return {"logits": self.task_heads(pooled, out),
                 "hidden_states": [emb, out] if output_hidden_states else [], "attentions": []}

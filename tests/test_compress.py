@@ -84,6 +84,21 @@ def test_fp32_export_matches_dygraph(trained, tmp_path, data_dir, backend):
     assert [exported.predict([t])[0] for t in texts] == batched and "intent" in batched[0]
 
 
+def test_bilstm_onnx_export_matches_on_padded_batches(tmp_path, slu, data_dir):
+    """paddle2onnx drops an LSTM's ``sequence_length``; the Bi-LSTM is written so that its exports still
+    agree with dygraph on padded batches (dev batches mix lengths)."""
+    from compress.export import export
+    from tasks.tokenization import CharTokenizer
+    from teachers.base import build_model, save_model_dir
+
+    tok = CharTokenizer.build(slu.texts("train")[:2000])
+    model = build_model("student", "bilstm", slu.heads(), vocab_size=tok.vocab_size, embedding_size=16,
+                        hidden_size=8, mlp_size=8)
+    save_model_dir(tmp_path / "bilstm", model, tok, slu)
+    report = export(tmp_path / "bilstm", "onnx", tmp_path / "onnx", data_dir=str(data_dir))
+    assert report["check"]["passed"] and report["check"]["max_abs_logit_diff"] < 1e-4
+
+
 def test_broken_int8_export_is_refused(trained, tmp_path, data_dir, monkeypatch):
     import onnx
     from onnx import numpy_helper

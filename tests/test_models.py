@@ -374,3 +374,21 @@ def test_pretrained_offline_clear_error_and_no_lock_files(tmp_path):
     assert "\n" not in message.strip()
     assert lines["BEFORE"] == lines["AFTER"]
     assert not list(home.rglob("*.lock"))
+
+
+def test_bilstm_equals_paddle_bidirectional_lstm_with_lengths():
+    """Our two-LSTM formulation (export-friendly) computes exactly paddle's bidirectional LSTM over each
+    row's real tokens (``sequence_length``), padded rows included."""
+    model = build_model("student", "bilstm", SLU, vocab_size=VOCAB, **tiny("bilstm"))
+    model.eval()
+    e, h = model.model_config["embedding_size"], model.model_config["hidden_size"]
+    ref = paddle.nn.LSTM(e, h, direction="bidirect")
+    fw, bw = model.lstm_fw.state_dict(), model.lstm_bw.state_dict()
+    ref.set_state_dict({**{k: fw[k] for k in ref.state_dict() if "reverse" not in k and k in fw},
+                        **{k: bw[k.replace("_reverse", "")] for k in ref.state_dict() if "reverse" in k}})
+    ids, types, mask = batch(9, lengths=(9, 5))
+    out = model(ids, types, mask, output_hidden_states=True)["hidden_states"][-1]
+    expected, _ = ref(model.embeddings(ids), sequence_length=paddle.to_tensor([9, 5], dtype="int32"))
+    np.testing.assert_allclose(out.numpy()[0], expected.numpy()[0], atol=1e-6)
+    np.testing.assert_allclose(out.numpy()[1, :5], expected.numpy()[1, :5], atol=1e-6)
+    assert np.abs(out.numpy()[1, 5:]).max() == 0.0  # padding positions are zero, as in paddle's LSTM
