@@ -182,6 +182,15 @@ def main() -> int:
 
     teacher = read_json(kd / ".stages" / "teacher.json")["metrics"]
     teacher_acc = next((v["value"] for k, v in teacher.items() if k.endswith("dev.sentence_accuracy")), None)
+    stage_s = {}
+    for label, run in (("no KD", base), ("KD", kd)):
+        for marker in sorted((run / ".stages").glob("*.json"), key=lambda m: read_json(m).get("finished_at", 0)):
+            stage = marker.stem
+            if stage != "teacher" and stage != "report":
+                stage_s[f"{stage} ({label})"] = read_json(marker)["seconds"]
+    teacher_done = sorted((exp / "_teachers").glob("*/.done.json"))
+    if teacher_done:
+        stage_s = {"teacher": read_json(teacher_done[0])["seconds"], **stage_s}
     cmd = "python experiments/results/make_slu_table.py " + " ".join(sys.argv[1:])
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)",
@@ -226,8 +235,8 @@ def main() -> int:
               f"{args.runs} calls after {args.warmup} warm-up calls, mean of {args.rounds} rounds in alternating "
               "order, every directory in a fresh process. *CPU ms* is the process CPU time per call "
               "(`time.process_time`), the figure to compare on this shared machine; *wall ms* "
-              "(`tinydistill bench`, `compress.bench`) also counts the time the process waited for a core and "
-              "varies several-fold between rounds here (per-round values in the JSON). Peak RSS: `ru_maxrss` of a "
+              "(`tinydistill bench`, `compress.bench`) also counts the time the process waited for a core, which "
+              "on a loaded machine varies several-fold between rounds (per-round values in the JSON). Peak RSS: `ru_maxrss` of a "
               "fresh process that loaded and ran only that model (the Paddle Inference rows include the ~300 MiB "
               "the paddle library itself takes; the ONNX Runtime rows do not import paddle). Size: files a "
               "deployment needs. Ratios vs the first row.", "",
@@ -242,12 +251,15 @@ def main() -> int:
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
               f"Command: `{cmd}` (after `tinydistill sweep experiments/configs/results_slu.yaml --jobs 2 "
               f"--data-dir ../shared/data --out runs`)  ",
-              f"Date: {env['date']}; run time {env['run_seconds']} s; machine: {env['machine']}."]
+              f"Date: {env['date']}; run time {env['run_seconds']} s (exports, evaluation, benchmarks); machine: "
+              f"{env['machine']}.", "",
+              "Sweep run time by stage (2 runs in parallel, same machine, under heavy load from other jobs): "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items()) + "."]
     md = "\n".join(lines) + "\n"
     print(md)
     out = Path(args.out)
     out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"env": env, "rows": table, "rounds": rounds,
+    out.with_suffix(".json").write_text(json.dumps({"env": env, "stage_seconds": stage_s, "rows": table, "rounds": rounds,
                                                     "targets": TARGETS, "met": {"paddle-inference": ok_final,
                                                                                 "onnxruntime": ok_ort},
                                                     "teacher_sentence_accuracy": teacher_acc}, indent=2))
