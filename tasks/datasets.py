@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +164,11 @@ def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None, do
 # -- downloading --------------------------------------------------------------------------------
 def download(url: str, target: Path, checksum: str | None = None, timeout: float = 60.0) -> None:
     """Stream ``url`` to ``target``; verify length and checksum, else ``DownloadError`` (and no ``target``)."""
+    # imported here: a deployed predictor reads tasks/ but never downloads (ssl + urllib cost ~3 MiB RSS)
+    import http.client
+    import urllib.error
+    import urllib.request
+
     algo = checksum.split(":", 1)[0] if checksum else "sha256"
     h = hashlib.new(algo)
     got = 0
