@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 SAMPLE = ("请帮我播放一首周杰伦的稻香然后导航到最近的加油站顺便把空调温度调到二十三度再给妈妈打个电话告诉她"
           "我大概半个小时以后到家今天晚上想吃红烧肉和番茄炒蛋")
@@ -46,8 +46,8 @@ def texts_of_length(predictor, seq_len: int, n: int) -> list[str]:
 
 
 def _percentiles(times: list[float]) -> dict:
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
-            "mean": float(np.mean(times)), "runs": len(times)}
+    q = statistics.quantiles(times, n=100, method="inclusive")  # same interpolation as numpy.percentile
+    return {"p50": q[49], "p90": q[89], "mean": statistics.fmean(times), "runs": len(times)}
 
 
 def _time(fn, runs: int, warmup: int) -> dict:
@@ -78,15 +78,15 @@ def peak_rss_kib() -> float:
 def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
-    from compress.common import deploy_size_bytes
-    from compress.predictor import Predictor
+    from compress.common import deploy_size_bytes, open_predictor
 
     t0 = time.perf_counter()
-    predictor = Predictor.from_dir(model_dir, backend=backend, threads=threads)
+    predictor = open_predictor(model_dir, backend=backend, threads=threads)
     load_s = time.perf_counter() - t0
     texts = texts_of_length(predictor, seq_len, max([batch_size] + throughput_batches))
     batch = texts[:batch_size]
-    feed = predictor.collate(predictor.encode(predictor.examples(batch)))
+    encoded = predictor.encode(predictor.examples(batch))
+    feed = predictor.collate(encoded)
     e2e = _time(lambda: predictor.predict(batch, batch_size=batch_size), runs, warmup)
     model = _time(lambda: predictor.logits(feed), runs, warmup)
     peak_kib = peak_rss_kib()  # at the benchmark setting; larger throughput batches may raise it further
@@ -99,10 +99,11 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     return {
         "model_dir": str(model_dir), "runtime": predictor.runtime, "format": m["format"],
         "precision": m.get("precision", "fp32"), "size_bytes": deploy_size_bytes(model_dir),
-        "seq_len": int(feed["input_ids"].shape[1]), "batch_size": batch_size, "threads": threads,
+        "seq_len": max(len(e.input_ids) for e in encoded), "batch_size": batch_size, "threads": threads,
         "load_s": load_s, "e2e_ms": e2e, "model_ms": model, "peak_rss_mib": peak_kib / 1024.0,
         "peak_rss_mib_after_throughput": peak_rss_kib() / 1024.0,
         "throughput_per_s": throughput, "paddle_imported": "paddle" in sys.modules,
+        "numpy_imported": "numpy" in sys.modules,
     }
 
 

@@ -8,11 +8,11 @@ models: predictions arrive as numpy arrays of logits per head.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
-import numpy as np
 
 from distill.schema import from_dict, to_dict
 
@@ -109,10 +109,18 @@ class TaskOptions:
             raise ValueError(f"max_seq_length must be >= 3, got {self.max_seq_length}")
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype="float64")
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+# Decoding one example is pure Python (lists or numpy rows alike), so a deployed predictor process need not
+# import numpy (see compress/ort_capi.py); batch work (collate, metrics) imports numpy where it runs.
+def softmax(values: Sequence[float]) -> list[float]:
+    """Softmax of one row of logits."""
+    top = max(values)
+    exps = [math.exp(float(v) - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def argmax(values: Sequence[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
 
 
 class Task:
@@ -197,6 +205,8 @@ class Task:
     def collate(self, batch: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray]:
         """Pad a batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` (int64 ``[B, L]``) and
         ``labels/<head>`` (``[B]`` or ``[B, L]`` int64, token labels padded with ``IGNORE_INDEX``)."""
+        import numpy as np
+
         length = max(len(e.input_ids) for e in batch)
         out = {
             "input_ids": np.full((len(batch), length), pad_id, dtype="int64"),

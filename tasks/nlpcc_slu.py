@@ -44,10 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from tasks import TASKS
-from tasks.base import IGNORE_INDEX, DataError, Encoded, Example, HeadSpec, Span, Task, TaskOptions, softmax
+from tasks.base import IGNORE_INDEX, DataError, Encoded, Example, HeadSpec, Span, Task, TaskOptions, argmax, softmax
 from tasks.datasets import resolve_data_dir
 
 CORPUS = "corpus.train.txt"
@@ -330,6 +328,8 @@ class NlpccSluTask(Task):
 
     # -- metrics and decoding -----------------------------------------------------------------
     def compute_metrics(self, logits: dict[str, np.ndarray], encoded: Sequence[Encoded]) -> dict[str, float]:
+        import numpy as np
+
         intent_pred = np.asarray(logits["intent"]).argmax(-1)
         slot_pred = np.asarray(logits["slot"]).argmax(-1)
         slotless = {self.intents.index(i) for i in self.slotless_intents() if i in self.intents}
@@ -354,10 +354,10 @@ class NlpccSluTask(Task):
                 "slot_recall": 100.0 * r, "slot_f1": 100.0 * f1}
 
     def decode(self, example: Example, logits: dict[str, np.ndarray], encoded: Encoded) -> dict:
-        probs = softmax(np.asarray(logits["intent"]).reshape(-1))
-        best = int(probs.argmax())
+        probs = softmax(logits["intent"])
+        best = argmax(probs)
         n = len(encoded.input_ids)
-        tag_ids = np.asarray(logits["slot"])[:n].argmax(-1)
+        tag_ids = [argmax(row) for row in logits["slot"][:n]]
         spans = self.tags_to_spans(tag_ids, encoded.offsets)
         return {"intent": self.intents[best], "confidence": float(probs[best]),
                 "slots": [{"slot": s.label, "entity": example.text[s.start:s.end], "pos": [s.start, s.end - 1]}

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from tasks import TASKS
-from tasks.base import DataError, Encoded, Example, HeadSpec, Task, TaskOptions, softmax
+from tasks.base import DataError, Encoded, Example, HeadSpec, Task, TaskOptions, argmax, softmax
 
 
 @dataclass(frozen=True)
@@ -149,6 +148,8 @@ class ClassificationTask(Task):
         return Encoded(tok.ids, tok.token_type_ids, tok.offsets, labels)
 
     def compute_metrics(self, logits: dict[str, np.ndarray], encoded: Sequence[Encoded]) -> dict[str, float]:
+        import numpy as np
+
         pred = np.asarray(logits[self.head_name]).argmax(-1)
         gold = np.array([e.labels[self.head_name] for e in encoded])
         f1s = []
@@ -159,8 +160,8 @@ class ClassificationTask(Task):
         return {"accuracy": 100.0 * float((pred == gold).mean()), "macro_f1": 100.0 * float(np.mean(f1s))}
 
     def decode(self, example: Example, logits: dict[str, np.ndarray], encoded: Encoded) -> dict:
-        probs = softmax(np.asarray(logits[self.head_name]).reshape(-1))
-        best = int(probs.argmax())
+        probs = softmax(logits[self.head_name])
+        best = argmax(probs)
         return {"label": self.labels[best], "confidence": float(probs[best]),
                 "probs": {label: float(p) for label, p in zip(self.labels, probs)}}
 
