@@ -22,7 +22,8 @@ from typing import Any
 FORMAT_RUNTIME = {"dygraph": "paddle", "paddle-inference": "paddle-inference", "onnx": "onnxruntime",
                   "ort": "onnxruntime"}
 RUNTIME_ALIASES = {"paddle": "paddle", "dygraph": "paddle", "paddle-inference": "paddle-inference",
-                   "onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnx": "onnxruntime"}
+                   "onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnx": "onnxruntime",
+                   "onnxruntime-c": "onnxruntime-c"}
 SOURCE_DIR = "source"
 REPORT = "report.json"
 NOT_DEPLOYED = (SOURCE_DIR, REPORT)
@@ -45,6 +46,18 @@ def runtime_of(manifest: dict, backend: str | None = None) -> str:
     if backend not in RUNTIME_ALIASES:
         raise ValueError(f"unknown runtime backend {backend!r} (known: {', '.join(sorted(RUNTIME_ALIASES))})")
     return RUNTIME_ALIASES[backend]
+
+
+def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kwargs):
+    """``Predictor.from_dir``, or the numpy-free ``CPredictor`` for the ``onnxruntime-c`` backend (chosen before
+    anything imports numpy, so that process stays small)."""
+    if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
+        from compress.ort_capi import CPredictor
+
+        return CPredictor.from_dir(model_dir, threads=threads, **kwargs)
+    from compress.predictor import Predictor
+
+    return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
 
 
 def deploy_size_bytes(model_dir: str | os.PathLike) -> int:

@@ -140,7 +140,9 @@ class _NoHeads:
 
 # -- command line -------------------------------------------------------------------------------------
 def cli_predict(args) -> int:
-    predictor = Predictor.from_dir(args.model_dir, backend=args.backend, threads=args.threads)
+    from compress.common import open_predictor
+
+    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
     for text, result in zip(args.texts, predictor.predict(args.texts)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False, default=_json_default))
     return 0

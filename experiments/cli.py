@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run a model directory on texts and print decoded JSON")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="+", metavar="TEXT")
-    p.add_argument("--backend", help="paddle | paddle-inference | onnxruntime (default: the directory's own)")
+    p.add_argument("--backend", help="paddle | paddle-inference | onnxruntime | onnxruntime-c (default: the directory's own)")
     p.add_argument("--threads", type=int, default=1)
 
     p = sub.add_parser("bench", help="size, latency (p50/p90), peak RSS and throughput of model directories")

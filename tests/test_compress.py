@@ -142,6 +142,32 @@ def test_onnxruntime_predictor_does_not_import_paddle(trained, tmp_path, data_di
     assert "intent" in json.loads(lines[-2])[0]
 
 
+def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path, data_dir):
+    """The onnxruntime-c backend (ctypes over libonnxruntime, compress/ort_capi.py) decodes exactly like the
+    Python ONNX Runtime predictor, and its process imports neither numpy nor paddle nor onnxruntime."""
+    from compress.common import open_predictor
+    from compress.export import export
+
+    export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
+    texts = ["播放刘德华的忘情水", "导航到北京西站", "打开空调", "给张三打电话"]
+    python_ort = open_predictor(tmp_path / "onnx", backend="onnxruntime", data_dir=str(data_dir))
+    c_api = open_predictor(tmp_path / "onnx", backend="onnxruntime-c", data_dir=str(data_dir))
+    assert c_api.runtime == "onnxruntime-c"
+    expected, got = python_ort.predict(texts, batch_size=3), c_api.predict(texts, batch_size=3)
+    assert [g["intent"] for g in got] == [e["intent"] for e in expected]
+    assert [g["slots"] for g in got] == [e["slots"] for e in expected]
+    assert all(abs(g["confidence"] - e["confidence"]) < 1e-5 for g, e in zip(got, expected))
+    code = ("import sys, json; from compress.common import open_predictor; "
+            f"p = open_predictor({str(tmp_path / 'onnx')!r}, backend='onnxruntime-c', data_dir={str(data_dir)!r}); "
+            f"print(json.dumps(p.predict({texts!r}), ensure_ascii=False)); "
+            "print(sorted(m for m in ('numpy', 'paddle', 'onnxruntime') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "[]"
+    assert [r["intent"] for r in json.loads(lines[-2])] == [e["intent"] for e in expected]
+
+
 # -- steps ----------------------------------------------------------------------------------------------
 def test_vocab_prune_keeps_logits_of_surviving_tokens(trained, tmp_path, ctx):
     from compress.predictor import Predictor
