@@ -10,7 +10,8 @@ written by ``experiments/benchmarks/bench_compress.py``) is measured in a fresh 
 
 Both time tokenisation + model at batch 1 / 16 tokens / 1 thread (p50 over ``--runs`` calls after 20
 warm-up calls) and report the peak RSS (VmHWM) of the process.  Ratios are against the first directory on the
-same runtime.  The c-api side does not decode (the task decoders still use numpy), so it is model + tokenizer.
+same runtime.  Both sides time tokenizer + model only (no decoding), to isolate the runtime's own cost;
+``tinydistill bench DIR ... --backend onnxruntime-c`` measures the whole C-API predictor end to end.
 """
 from __future__ import annotations
 
@@ -18,38 +19,22 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 TEXT = "播放周杰伦的稻香然后导航到北京西站"
 
 
-def _hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise OSError("no VmHWM in /proc/self/status")
-
-
-def _p50(fn, runs: int) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return sorted(times)[len(times) // 2]
-
-
 def worker(runtime: str, model_dir: str, runs: int) -> dict:
+    from compress.bench import _time, peak_rss_kib  # light: neither numpy nor onnxruntime
+
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
     if runtime == "python-ort":
         from compress.predictor import Predictor
 
         predictor = Predictor.from_dir(model_dir, backend="onnxruntime", threads=1)
-        p50 = _p50(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))), runs)
+        p50 = _time(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))),
+                    runs, 20)["p50"]
     else:
         from array import array
 
@@ -67,8 +52,8 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
                     "attention_mask": (array("q", [1] * n), [1, n])}
             return session.run(feed)
 
-        p50 = _p50(run, runs)
-    return {"runtime": runtime, "model_dir": str(model_dir), "p50_ms": p50, "peak_rss_mib": _hwm_mib(),
+        p50 = _time(run, runs, 20)["p50"]
+    return {"runtime": runtime, "model_dir": str(model_dir), "p50_ms": p50, "peak_rss_mib": peak_rss_kib() / 1024.0,
             "numpy_imported": "numpy" in sys.modules}
 
 
