@@ -35,8 +35,8 @@ _SIG = dict(
     CreateSessionOptions=(_P, [C.POINTER(_P)]), SetSessionExecutionMode=(_P, [_P, C.c_int]),
     SetIntraOpNumThreads=(_P, [_P, C.c_int]), SetInterOpNumThreads=(_P, [_P, C.c_int]),
     SessionGetInputCount=(_P, [_P, C.POINTER(C.c_size_t)]), SessionGetOutputCount=(_P, [_P, C.POINTER(C.c_size_t)]),
-    SessionGetInputName=(_P, [_P, C.c_size_t, _P, C.POINTER(C.c_char_p)]),
-    SessionGetOutputName=(_P, [_P, C.c_size_t, _P, C.POINTER(C.c_char_p)]),
+    SessionGetInputName=(_P, [_P, C.c_size_t, _P, C.POINTER(_P)]),
+    SessionGetOutputName=(_P, [_P, C.c_size_t, _P, C.POINTER(_P)]),
     CreateTensorWithDataAsOrtValue=(_P, [_P, _P, C.c_size_t, C.POINTER(C.c_int64), C.c_size_t, C.c_int,
                                          C.POINTER(_P)]),
     GetTensorMutableData=(_P, [_P, C.POINTER(_P)]), GetDimensionsCount=(_P, [_P, C.POINTER(C.c_size_t)]),
@@ -117,9 +117,10 @@ class CSession:
         self.a.check(count_fn(self.session, C.byref(n)))
         names = []
         for i in range(n.value):
-            p = C.c_char_p()
+            p = _P()
             self.a.check(name_fn(self.session, i, alloc, C.byref(p)))
-            names.append(p.value.decode())
+            names.append(C.string_at(p).decode())
+            self.a.check(self.a.AllocatorFree(alloc, p))  # the name was allocated for us by ``alloc``
         return names
 
     def run(self, feed: dict) -> list:
@@ -176,8 +177,6 @@ class CPredictor:
     def __init__(self, model_dir, manifest: dict, session: CSession, tokenizer, task):
         self.model_dir, self.manifest, self.session = Path(model_dir), manifest, session
         self.tokenizer, self.task, self.heads = tokenizer, task, manifest["heads"]
-        self.max_seq_length = getattr(getattr(task, "options", None), "max_seq_length", None) or \
-            manifest.get("max_seq_length")
 
     @classmethod
     def from_dir(cls, model_dir, threads: int = 1, data_dir=None, task: str | None = None) -> "CPredictor":
