@@ -15,7 +15,8 @@ seeds: [1, 2, 3]
 sweep: {teachers: [...], students: [...], recipes: {no_kd: {distill.losses: [{type: hard_ce}]}}}
 ```
 
-YAML is read with ``yaml.safe_load`` (no object construction).  Every problem is a ``ConfigError``
+YAML is read with ``yaml.safe_load`` semantics (no object construction), bounded in size and alias
+expansion (``safe_yaml``).  Every problem is a ``ConfigError``
 naming the file, line and key path, with the closest valid key or registered name.  ``--set
 key.sub=value`` overrides are applied to the parsed mapping before validation (value parsed as a YAML
 scalar; list items by index: ``distill.losses.0.weight=0.5``).
@@ -199,12 +200,79 @@ def _model_raw(m: ModelSection) -> dict:
 # loading
 
 
+#: bounds of what a config may expand to: a YAML "alias bomb" (anchors referencing anchors) is a few
+#: lines that expand to billions of nodes, so the composed graph is measured before anything is built
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000
+MAX_YAML_ALIASES = 1_000
+
+
+def _yaml_children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuse a composed YAML graph whose expansion (aliases copied out) is too large or cyclic."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    aliases = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        nid = id(node)
+        if finished:
+            active.discard(nid)
+            sizes[nid] = 1 + sum(sizes[id(c)] for c in _yaml_children(node))
+            if sizes[nid] > MAX_YAML_NODES:
+                raise ConfigError(f"{where}:{node.start_mark.line + 1}: config expands to more than "
+                                  f"{MAX_YAML_NODES:,} values (YAML aliases repeating aliases?); write it out")
+            continue
+        if nid in sizes:
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"{where}:{node.start_mark.line + 1}: more than {MAX_YAML_ALIASES:,} YAML "
+                                  "alias uses; write the values out")
+            continue
+        if nid in active:
+            raise ConfigError(f"{where}:{node.start_mark.line + 1}: recursive YAML alias (a value contains itself)")
+        active.add(nid)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _yaml_children(node))
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with bounded size and alias expansion (``ConfigError`` naming ``where``)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{where}: {len(text):,} characters is more than a config may have "
+                          f"({MAX_YAML_BYTES:,})")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is more than a config may have "
+                          f"({MAX_YAML_BYTES:,})")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -234,7 +302,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: empty key segment")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_yaml(value, f"--set {key}") if value.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
     return _split_key(key), parsed
@@ -491,6 +559,56 @@ def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name",
             if isinstance(section, dict):
                 section.pop("seed", None)
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:12]
+
+
+_CHECKSUMS: dict[tuple, str] = {}
+#: options of a task that name its own files (``tsv_classification``), read relative to ``data_dir``
+_PATH_OPTIONS = ("train", "dev", "test")
+
+
+def _file_checksum(path: Path) -> str:
+    """SHA-256 of a file's content, computed once per (path, size, mtime) in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CHECKSUMS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                h.update(chunk)
+        _CHECKSUMS[key] = f"sha256:{h.hexdigest()}"
+    return _CHECKSUMS[key]
+
+
+def data_fingerprint(task: TaskSection) -> dict[str, str]:
+    """What a run reads, by content: ``{file: checksum}`` for the task's data files.
+
+    Content checksums, not paths, so the same data in another directory gives the same run id and
+    different data under the same path a different one.  A data set that is not on disk yet (it will be
+    downloaded and verified) is fingerprinted by its official checksums, which the download must match.
+    """
+    from tasks.datasets import DATASETS, get_dataset, resolve_data_dir
+
+    options = task.options
+    data_dir = getattr(options, "data_dir", None)
+    out: dict[str, str] = {}
+    dataset = getattr(_registry("tasks").get(task.name), "dataset", None)
+    if dataset:
+        ds = get_dataset(dataset)
+        try:
+            folder = resolve_data_dir(ds.name, data_dir, download=False)
+        except FileNotFoundError:
+            folder = None
+        for name in ds.required:
+            out[f"{ds.name}/{name}"] = (_file_checksum(folder / name) if folder is not None
+                                        else DATASETS[ds.name].files.get(name, "missing"))
+    for key in _PATH_OPTIONS:
+        value = getattr(options, key, None)
+        if isinstance(value, str):
+            path = Path(value).expanduser()
+            if not path.is_absolute() and data_dir:
+                path = Path(data_dir) / path
+            out[f"task.{key}"] = _file_checksum(path) if path.is_file() else f"missing:{value}"
+    return out
 
 
 def teacher_hash(cfg: ExperimentConfig, teacher: ModelSection, seed: int) -> str:

@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 
 from distill.fsutil import atomic_write_text, dir_size_bytes, read_json, write_json
 from distill.schema import ConfigError, to_dict
-from experiments.config import (ExperimentConfig, ModelSection, config_hash, dump_yaml, load_config, resolve,
-                                uses_teacher)
+from experiments.config import (ExperimentConfig, ModelSection, config_hash, data_fingerprint, dump_yaml,
+                                load_config, resolve, uses_teacher)
 from experiments.store import ResultStore, flatten_metrics, provenance, store_dir
 
 STAGES_DIR = ".stages"
@@ -53,10 +53,11 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _hash_view(raw: dict) -> dict:
-    """What identifies results: the raw config without the (machine-specific) data directory."""
-    raw = dict(raw, task={k: v for k, v in raw["task"].items() if k != "data_dir"})
-    return raw
+def _hash_view(raw: dict, data: dict) -> dict:
+    """What identifies results: the raw config without the (machine-specific) data directory, plus the
+    content fingerprint of the data files (``experiments.config.data_fingerprint``)."""
+    task = {k: v for k, v in raw["task"].items() if k != "data_dir"}
+    return dict(raw, task=dict(task, data_fingerprint=data))
 
 
 class Runner:
@@ -72,15 +73,16 @@ class Runner:
         for t in ([raw.get("teacher")] if raw.get("teacher") else []) + list(raw.get("teachers", [])):
             if t.get("train") is not None:
                 t["train"]["seed"] = seed
-        if data_dir is not None and raw["task"].get("data_dir") is None:
+        if data_dir is not None:  # the command line wins over the config's task.data_dir
             raw["task"]["data_dir"] = str(data_dir)
         self.raw = raw
         self.cfg = resolve(raw)
         self.cfg.source = cfg.source
         self.seed = seed
-        self.hash = config_hash(_hash_view(raw))
+        self.data_fingerprint = data_fingerprint(self.cfg.task)
+        self.hash = config_hash(_hash_view(raw, self.data_fingerprint))
         # the same configuration whatever the seed: the runs a report row aggregates over seeds
-        self.group_hash = config_hash(_hash_view(raw), seedless=True)
+        self.group_hash = config_hash(_hash_view(raw, self.data_fingerprint), seedless=True)
         self.run_id = f"{short_name(self.cfg.student.name)}-{self.cfg.recipe}-s{seed}-{self.hash[:8]}"
         self.exp_dir = Path(out_root) / self.cfg.name
         self.run_dir = self.exp_dir / self.run_id
@@ -231,7 +233,8 @@ class Runner:
         t = self.cfg.all_teachers[i]
         raw_t = (self.raw["teacher"] if (i == 0 and self.cfg.teacher) else
                  self.raw["teachers"][i - (1 if self.cfg.teacher else 0)])
-        key = config_hash({"task": _hash_view(self.raw)["task"], "teacher": raw_t, "seed": self.seed})
+        key = config_hash({"task": _hash_view(self.raw, self.data_fingerprint)["task"], "teacher": raw_t,
+                           "seed": self.seed})
         return self.exp_dir / TEACHERS_DIR / f"{short_name(t.name)}-s{self.seed}-{key[:10]}"
 
     def _ensure_teacher(self, i: int) -> dict:
@@ -409,6 +412,7 @@ class Runner:
             "run_id": self.run_id, "name": self.cfg.name, "recipe": self.cfg.recipe, "task": self.cfg.task.name,
             "main_metric": self.task_main_metric, "teacher": teacher, "student": self.cfg.student.name,
             "seed": self.seed, "kd": uses_teacher(self.cfg), "config_hash": self.hash, "group_hash": self.group_hash, "config": self.raw,
+            "data_fingerprint": self.data_fingerprint,
             **provenance(), "metrics": metrics, "durations": durations, "variants": variants,
             "final": variants[-1], "run_dir": str(self.run_dir.resolve()),
         }
