@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from distill.schema import ConfigError, from_dict
+from distill.schema import ConfigError, from_dict, require
 
 
 @dataclass
@@ -50,10 +50,13 @@ class LossConfig:
     teacher_index: int = 0
 
     def validate(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"loss {self.type!r}: temperature must be > 0, got {self.temperature}")
-        if self.weight < 0:
-            raise ValueError(f"loss {self.type!r}: weight must be >= 0, got {self.weight}")
+        require(self, "temperature", gt=0)
+        require(self, "weight", ge=0)
+        require(self, "relation_heads", ge=1)
+        require(self, "teacher_index", ge=0)
+        for t, s in (self.layer_map or {}).items():
+            if t < 0 or s < 0:
+                raise ValueError(f"layer_map: layers count from 0 (embeddings), got {{{t}: {s}}}")
 
 
 @dataclass
@@ -128,10 +131,13 @@ class DistillConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("batch_size and eval_batch_size must be >= 1")
+        for name in ("epochs", "max_steps", "batch_size", "eval_batch_size", "eval_every", "early_stopping_patience",
+                     "log_every"):
+            require(self, name, ge=1)
+        require(self, "lr", gt=0)
+        require(self, "weight_decay", ge=0)
+        require(self, "warmup_ratio", ge=0, le=1)
+        require(self, "max_grad_norm", gt=0)
         if not self.losses:
             raise ValueError("losses: at least one loss is needed (plain fine-tuning: [{type: hard_ce}])")
         if self.mixing.weights is not None and any(w < 0 for w in self.mixing.weights):

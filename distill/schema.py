@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import operator
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -96,6 +98,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+def coerce(value: Any, tp: Any, path: str) -> Any:
+    """``value`` checked against type ``tp`` (as a field annotation is); ``ConfigError`` naming ``path``."""
+    return _coerce(value, tp, path)
+
+
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data`` strictly (see module docstring)."""
     where = path or cls.__name__
@@ -125,8 +132,30 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         except ConfigError:
             raise
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            # "lr must be > 0" -> "distill.lr: must be > 0", so the error names (and locates) the key
+            message = str(exc)
+            first = message.split(" ", 1)[0].rstrip(":")
+            if first in fields and " " in message:
+                raise ConfigError(f"{_join(path, first)}: {message.split(' ', 1)[1]}") from None
+            raise ConfigError(f"{where}: {message}") from None
     return obj
+
+
+def require(obj: Any, name: str, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None) -> None:
+    """Range check of a numeric field (``None`` values pass): raises ``ValueError`` starting with the
+    field name, which ``from_dict`` turns into ``path.name: ...``."""
+    value = getattr(obj, name)
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    bounds = [(op, b) for op, b in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if b is not None]
+    if not all(_OPS[op](value, b) for op, b in bounds):
+        raise ValueError(f"{name} must be {' and '.join(f'{op} {b}' for op, b in bounds)}, got {value}")
+
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 def to_dict(obj: Any) -> Any:

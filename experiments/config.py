@@ -28,6 +28,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any, Optional
 import yaml
 
 from distill.registry import RegistryError
-from distill.schema import ConfigError, from_dict, to_dict
+from distill.schema import ConfigError, coerce, from_dict, require, to_dict
 
 # ----------------------------------------------------------------------------------------------
 # sections owned here
@@ -54,6 +55,13 @@ class BenchSection:
     #: batch sizes of the throughput measurement (examples/s, end to end)
     throughput_batches: list[int] = field(default_factory=lambda: [8, 32])
 
+    def validate(self) -> None:
+        for name in ("batch_size", "seq_len", "threads", "runs"):
+            require(self, name, ge=1)
+        require(self, "warmup", ge=0)
+        if any(b < 1 for b in self.throughput_batches):
+            raise ValueError(f"throughput_batches must be >= 1, got {self.throughput_batches}")
+
 
 @dataclass
 class ExportSection:
@@ -65,6 +73,11 @@ class ExportSection:
     tolerance: float = 0.5
     atol: float = 1e-4
     max_check_examples: Optional[int] = None
+
+    def validate(self) -> None:
+        require(self, "tolerance", ge=0)
+        require(self, "atol", gt=0)
+        require(self, "max_check_examples", ge=1)
 
 
 @dataclass
@@ -99,6 +112,10 @@ class TokenizerSection:
     build: bool = False
     min_freq: int = 1
     max_size: Optional[int] = None
+
+    def validate(self) -> None:
+        require(self, "min_freq", ge=1)
+        require(self, "max_size", ge=1)
 
 
 @dataclass
@@ -443,6 +460,7 @@ def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> M
             raise ConfigError(f"{path}.{key}: unknown key; only teachers have {key!r} "
                               "(a student is trained by the 'distill' section)")
     section = from_dict(ModelSection, data, path)
+    _check_options(kind, section.name, section.options, f"{path}.options")
     if teacher and section.tokenizer.from_teacher:
         raise ConfigError(f"{path}.tokenizer.from_teacher: only a student can take the teacher's tokenizer")
     if section.tokenizer.type is not None:
@@ -510,8 +528,68 @@ def _compress_section(value: Any) -> list[StepSection]:
         name = _checked_name(data.pop("step"), f"{path}.step", "steps")
         cls = step_params_class(name)
         params = from_dict(cls, data, path) if cls else data
+        if cls:
+            _check_step_params(params, path)
         out.append(StepSection(step=name, params=params))
     return out
+
+
+#: ranges of the training and check parameters compression steps share (their dataclasses live in compress/)
+_STEP_RANGES = {"epochs": {"ge": 1}, "max_steps": {"ge": 1}, "batch_size": {"ge": 1}, "lr": {"gt": 0},
+                "tolerance": {"ge": 0}, "calibration_examples": {"ge": 1}, "importance_examples": {"ge": 1}}
+
+
+def _check_step_params(params: Any, path: str) -> None:
+    """Ranges of a step's numeric parameters and its ``losses`` (checked like ``distill.losses``)."""
+    for name, bounds in _STEP_RANGES.items():
+        if hasattr(params, name):
+            try:
+                require(params, name, **bounds)
+            except ValueError as exc:
+                raise ConfigError(f"{path}.{name}: {str(exc).split(' ', 1)[1]}") from None
+    losses = getattr(params, "losses", None)
+    if losses is not None:
+        from distill.config import LossConfig
+
+        if not isinstance(losses, list) or not losses:
+            raise ConfigError(f"{path}.losses: expected a non-empty list of losses, got {losses!r}")
+        for j, loss in enumerate(losses):
+            checked = from_dict(LossConfig, loss, f"{path}.losses[{j}]")
+            _checked_name(checked.type, f"{path}.losses[{j}].type", "losses")
+    recover = getattr(params, "recover", None)
+    if dataclasses.is_dataclass(recover):
+        _check_step_params(recover, f"{path}.recover")
+
+
+#: integer model options that are ids (count from 0); every other integer option is a size or count
+_ZERO_BASED_OPTIONS = ("pad_token_id", "padding_idx", "task_id")
+
+
+def _check_options(kind: str, name: str, options: dict, path: str) -> None:
+    """``options`` against the architecture's option names and types (registry meta ``options``), with
+    ranges: sizes and counts >= 1, ids >= 0, dropouts and probabilities in [0, 1), other floats > 0."""
+    types_ = _registry(kind).entry(name).meta.get("options")
+    if types_ is None:
+        return
+    for key, value in options.items():
+        where = f"{path}.{key}"
+        if key not in types_:
+            close = closest(str(key), list(types_))
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown option for {name}{hint} (valid: {', '.join(types_)})")
+        value = coerce(value, types_[key], where)
+        for v in (value if isinstance(value, list) else [value]):
+            if v is None or isinstance(v, (bool, str)):
+                continue
+            if isinstance(v, int):
+                low = 0 if key in _ZERO_BASED_OPTIONS else 1
+                if v < low:
+                    raise ConfigError(f"{where}: must be >= {low}, got {value!r}")
+            elif "dropout" in key or key.endswith("_prob"):
+                if not 0.0 <= v < 1.0:
+                    raise ConfigError(f"{where}: must be in [0, 1), got {value!r}")
+            elif not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{where}: must be > 0, got {value!r}")
 
 
 def _export_section(value: Any) -> list[ExportSection]:

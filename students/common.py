@@ -41,6 +41,15 @@ class StudentSpec:
             raise ConfigError(f"{self.name} needs vocab_size (the tokenizer's vocabulary size)")
         return cfg
 
+    def option_types(self) -> dict[str, Any]:
+        """Option -> type, from the defaults (checked when a config is loaded)."""
+        def kind(value):
+            if isinstance(value, list):
+                return list[int] if all(isinstance(v, int) for v in value) else list
+            return int if value is None else type(value)
+
+        return {k: kind(v) for k, v in self.defaults.items()}
+
     def describe(self, vocab_size: int = 10000) -> str:
         base = self.count({**self.defaults, "vocab_size": 0})
         per_token = self.defaults["embedding_size"]
@@ -96,5 +105,5 @@ def register(spec: StudentSpec) -> StudentSpec:
 
     build.__name__ = f"build_{spec.name}"
     build.__doc__ = spec.summary
-    STUDENTS.add(spec.name, build, summary=spec.summary, describe=spec.describe)
+    STUDENTS.add(spec.name, build, summary=spec.summary, describe=spec.describe, options=spec.option_types())
     return spec

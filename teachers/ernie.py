@@ -41,6 +41,20 @@ ARCHS["ernie-gram-zh"] = _arch(dict(max_position_embeddings=512, type_vocab_size
 
 STUDENT_SIZES = ("mini", "micro", "nano", "pico")
 
+#: ``options`` a config may give an ERNIE model and their types (checked when the config is loaded, before
+#: paddle is imported); the same keys as ``teachers.ernie_model.ERNIE_KEYS`` / ``GRAM_KEYS`` + ``EXTRA_KEYS``
+OPTION_TYPES = {
+    **{k: int for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                        "max_position_embeddings", "type_vocab_size", "pad_token_id")},
+    "hidden_act": str, "hidden_dropout_prob": float, "attention_probs_dropout_prob": float,
+    "initializer_range": float,
+    "classifier_dropout": float | None, "num_attention_heads_per_layer": list[int] | None,
+    "intermediate_size_per_layer": list[int] | None,
+}
+ERNIE_OPTION_TYPES = {**OPTION_TYPES, "task_type_vocab_size": int, "use_task_id": bool, "task_id": int,
+                      "layer_norm_eps": float}
+GRAM_OPTION_TYPES = {**OPTION_TYPES, "embedding_size": int}
+
 
 def family(name: str) -> str:
     return "ernie-gram" if name.startswith("ernie-gram") else "ernie"
@@ -98,7 +112,8 @@ def _summary(name: str) -> str:
 
 for _name in ARCHS:
     _build = _builder(_name)
-    _meta = dict(summary=_summary(_name), describe=functools.partial(describe, _name), family=family(_name))
+    _meta = dict(summary=_summary(_name), describe=functools.partial(describe, _name), family=family(_name),
+                 options=GRAM_OPTION_TYPES if family(_name) == "ernie-gram" else ERNIE_OPTION_TYPES)
     TEACHERS.add(_name, _build, **_meta)
     if family(_name) == "ernie" and _name.split("-")[3] in STUDENT_SIZES:
         STUDENTS.add(_name, _build, **_meta)
