@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 
 
+class BenchError(RuntimeError):
+    """A benchmark worker process failed; the message carries its last line of output (the error)."""
+
+
 SAMPLE = ("请帮我播放一首周杰伦的稻香然后导航到最近的加油站顺便把空调温度调到二十三度再给妈妈打个电话告诉她"
           "我大概半个小时以后到家今天晚上想吃红烧肉和番茄炒蛋")
 
@@ -123,8 +127,8 @@ def bench_dirs(model_dirs, backend=None, batch_size=1, seq_len=16, threads=1, ru
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [l for l in proc.stdout.splitlines() if l.startswith("BENCH_RESULT ")]
         if proc.returncode != 0 or not lines:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise RuntimeError(f"bench of {d} failed (exit {proc.returncode}): {' | '.join(tail)}")
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise BenchError(f"bench of {d} failed (exit {proc.returncode}): {tail[0]}")
         results.append(json.loads(lines[-1][len("BENCH_RESULT "):]))
     add_ratios(results)
     return results

@@ -41,23 +41,65 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
 
 
 def runtime_of(manifest: dict, backend: str | None = None) -> str:
+    fmt = manifest["format"]
+    if fmt not in FORMAT_RUNTIME:
+        raise ValueError(f"unknown model format {fmt!r} in the manifest (known: {', '.join(FORMAT_RUNTIME)})")
     if backend is None:
-        return FORMAT_RUNTIME[manifest["format"]]
+        return FORMAT_RUNTIME[fmt]
     if backend not in RUNTIME_ALIASES:
         raise ValueError(f"unknown runtime backend {backend!r} (known: {', '.join(sorted(RUNTIME_ALIASES))})")
-    return RUNTIME_ALIASES[backend]
+    runtime = RUNTIME_ALIASES[backend]
+    # the C API runtime runs what the Python onnxruntime runs; every other runtime runs its own format only
+    if runtime.removesuffix("-c") != FORMAT_RUNTIME[fmt]:
+        fitting = sorted({r for r in RUNTIME_ALIASES.values() if r.removesuffix("-c") == FORMAT_RUNTIME[fmt]})
+        raise ValueError(f"runtime {runtime!r} cannot run model directories of format {fmt!r} "
+                         f"(use {' or '.join(fitting)}, or export it first)")
+    return runtime
 
 
 def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kwargs):
     """``Predictor.from_dir``, or the numpy-free ``CPredictor`` for the ``onnxruntime-c`` backend (chosen before
     anything imports numpy, so that process stays small)."""
-    if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
-        from compress.ort_capi import CPredictor
+    from teachers.base import ModelLoadError
 
-        return CPredictor.from_dir(model_dir, threads=threads, **kwargs)
-    from compress.predictor import Predictor
+    try:
+        if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
+            from compress.ort_capi import CPredictor
 
-    return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
+            return CPredictor.from_dir(model_dir, threads=threads, **kwargs)
+        from compress.predictor import Predictor
+
+        return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
+    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
+        if type(exc) is not ValueError or "paddle.load" not in str(exc):  # paddle's "can not parse the file"
+            raise
+        raise _damaged(model_dir, exc) from exc
+    except (ImportError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types for unreadable model files
+        raise _damaged(model_dir, exc) from exc
+
+
+def _damaged(model_dir, exc: BaseException) -> Exception:
+    from teachers.base import ModelLoadError
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ModelLoadError(f"{model_dir}: model files are damaged or incomplete ({first}); re-export it or re-run "
+                          "the stage that wrote it")
+
+
+def rss_kib() -> float:
+    """Current resident set size of this process in KiB (``VmRSS``; NaN where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
 
 
 def deploy_size_bytes(model_dir: str | os.PathLike) -> int:

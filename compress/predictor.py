@@ -154,6 +154,11 @@ def cli_evaluate(args) -> int:
     if predictor.task is None:
         raise ValueError(f"{args.model_dir}: the manifest records no task; pass --task NAME")
     examples = predictor.task.load_file(args.file) if args.file else predictor.task.load("dev")
+    if not examples:
+        from tasks.base import DataError
+
+        raise DataError(args.file or f"{predictor.task.name} dev split", None,
+                        "no examples to evaluate (empty file?)")
     metrics = predictor.evaluate(examples, batch_size=args.batch_size)
     print(json.dumps({"model_dir": str(args.model_dir), "runtime": predictor.runtime, "task": predictor.task.name,
                       "examples": len(examples), "metrics": metrics}, ensure_ascii=False, indent=2,

@@ -6,9 +6,12 @@ module that implements it when it runs (``--help``, ``list`` and ``data`` never 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import warnings
+from pathlib import Path
 
 # sub-command -> "module:function(args) -> int | None"
 HANDLERS = {
@@ -24,13 +27,45 @@ HANDLERS = {
 }
 
 
+class UsageError(ValueError):
+    """A command-line argument out of range or not fitting its target (one line, names the argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage block), like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def _batch_list(text: str) -> str:
+    parts = [b.strip() for b in str(text).split(",") if b.strip()]
+    if not parts or not all(b.isdigit() and int(b) >= 1 for b in parts):
+        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1 separated by commas, got {text!r}")
+    return text
+
+
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", metavar="DIR",
                    help="directory with the data sets' files (default: $TINYDISTILL_DATA, else the download cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinydistill",
         description="Knowledge distillation and compression for Chinese NLU (ERNIE 3.0 Tiny, ERNIE-Gram, Bi-LSTM).",
     )
@@ -56,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run the grid a config declares (teachers x students x recipes x seeds)")
     p.add_argument("config", metavar="CONFIG.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel worker processes")
+    p.add_argument("--jobs", type=_at_least(1), default=1, metavar="N", help="parallel worker processes")
     _add_data_dir(p)
     p.add_argument("--out", default="runs", metavar="DIR")
 
@@ -71,25 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="task name (default: the model's manifest)")
     p.add_argument("--file", metavar="PATH", help="evaluate this file (task format) instead of the dev split")
     p.add_argument("--backend", help="runtime backend (default: the model directory's own)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=_at_least(1), default=1)
+    p.add_argument("--batch-size", type=_at_least(1), default=32)
     _add_data_dir(p)
 
     p = sub.add_parser("predict", help="run a model directory on texts and print decoded JSON")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--backend", help="paddle | paddle-inference | onnxruntime | onnxruntime-c (default: the directory's own)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=_at_least(1), default=1)
 
     p = sub.add_parser("bench", help="size, latency (p50/p90), peak RSS and throughput of model directories")
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
     p.add_argument("--backend", help="runtime backend for every directory (default: each directory's own)")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=200, help="timed runs after warm-up (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
-    p.add_argument("--throughput-batches", default="8,32", metavar="B,B",
+    p.add_argument("--batch-size", type=_at_least(1), default=1)
+    # 3 = [CLS] + one token + [SEP]: the shortest encoded text
+    p.add_argument("--seq-len", type=_at_least(3), default=16)
+    p.add_argument("--threads", type=_at_least(1), default=1)
+    p.add_argument("--runs", type=_at_least(1), default=200, help="timed runs after warm-up (default 200)")
+    p.add_argument("--warmup", type=_at_least(0), default=20, help="untimed runs first (default 20)")
+    p.add_argument("--throughput-batches", type=_batch_list, default="8,32", metavar="B,B",
                    help="batch sizes of the end-to-end throughput columns (default 8,32)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
@@ -118,14 +154,51 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """What argparse cannot see, checked before any work (and before paddle is imported): ``--out`` must
+    be a directory, model directories must be readable and ``--backend`` known and able to run them."""
+    for name in ("out", "json"):
+        value = getattr(args, name, None)
+        if value and Path(value).exists() and (name == "out") != Path(value).is_dir():
+            raise UsageError(f"--{name} {value}: is a {'file' if name == 'out' else 'directory'}; "
+                             f"expected {'a directory' if name == 'out' else 'a file path'}")
+    dirs = getattr(args, "model_dirs", None) or ([args.model_dir] if getattr(args, "model_dir", None) else [])
+    if not dirs:
+        return
+    from compress.common import read_manifest, runtime_of
+
+    for d in dirs:
+        manifest = read_manifest(d)
+        try:
+            runtime_of(manifest, getattr(args, "backend", None))
+        except ValueError as exc:
+            raise UsageError(f"--backend {args.backend}: {exc}") from None
+
+
+#: errno values of environment faults that are reported as one line (the file and the remedy)
+_OS_FAULTS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+              errno.EPERM: "not permitted", errno.EROFS: "read-only file system", errno.ENOTDIR: "not a directory",
+              errno.EISDIR: "is a directory"}
+
+
+def _os_fault(exc: BaseException) -> str | None:
+    if not isinstance(exc, OSError) or exc.errno not in _OS_FAULTS:
+        return None
+    where = exc.filename or "a file"
+    remedy = ("free some space and run the command again (with --resume for run and sweep); "
+              "nothing half-written was kept") if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check the path"
+    return f"{where}: {_OS_FAULTS[exc.errno]} ({exc.strerror}); {remedy}"
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's input, shown as one line without a traceback."""
     from distill.registry import RegistryError
     from distill.schema import ConfigError
     from tasks.base import DataError
 
-    errors: list[type[BaseException]] = [RegistryError, ConfigError, DataError, FileNotFoundError]
-    for spec in ("teachers.base:ModelLoadError", "tasks.datasets:DownloadError"):
+    errors: list[type[BaseException]] = [RegistryError, ConfigError, DataError, FileNotFoundError, UsageError]
+    for spec in ("teachers.base:ModelLoadError", "tasks.datasets:DownloadError", "compress.common:ExportError",
+                 "compress.bench:BenchError", "experiments.runner:CheckpointError"):
         module, attr = spec.split(":")
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, attr):
@@ -136,16 +209,21 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, func = HANDLERS[args.command].split(":")
+    # paddle's import-time notice about C++ extension builds, which nothing here does (stderr stays for errors)
+    warnings.filterwarnings("ignore", message="No ccache found")
     try:
+        check_args(args)
         handler = getattr(importlib.import_module(module), func)
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept (re-run with --resume where offered)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - turn user errors into one clear line
-        if os.environ.get("TINYDISTILL_DEBUG") or not isinstance(exc, _expected_errors()):
+        fault = _os_fault(exc)
+        if os.environ.get("TINYDISTILL_DEBUG") or not (fault or isinstance(exc, _expected_errors())):
             raise
-        print(f"tinydistill {args.command}: error: {exc}", file=sys.stderr)
+        message = " | ".join(line.strip() for line in (fault or str(exc)).splitlines() if line.strip())
+        print(f"tinydistill {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
