@@ -23,6 +23,7 @@ HANDLERS = {
     "evaluate": "compress.predictor:cli_evaluate",
     "predict": "compress.predictor:cli_predict",
     "bench": "compress.bench:cli_bench",
+    "serve": "compress.serve:cli_serve",
     "data": "tasks.datasets:cli_data",
 }
 
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput-batches", type=_batch_list, default="8,32", metavar="B,B",
                    help="batch sizes of the end-to-end throughput columns (default 8,32)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+    from compress.serve import add_arguments as serve_arguments  # standard library only (http.server)
+
+    serve_arguments(sub.add_parser("serve", help="HTTP JSON service on a model directory (POST /predict)"))
 
     p = sub.add_parser("data", help="list, fetch or check the data sets")
     p.add_argument("action", choices=("list", "fetch", "check"))
