@@ -2,7 +2,10 @@
 
 Everything the pipeline writes (checkpoints, manifests, metrics, results) goes through these helpers:
 the content is written to a temporary file in the same directory and renamed over the target, so a
-killed process leaves either the old file or the new one, never half of one.
+killed process leaves either the old file or the new one, never half of one.  Content is fsynced
+before the rename (a crash after it cannot leave an empty file under the final name), and what lands
+gets the usual permissions (0644 / 0755 under the process umask; ``mkstemp`` alone gives 0600, which
+would make a shared result store unreadable to others).
 """
 from __future__ import annotations
 
@@ -15,17 +18,52 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+#: name pattern of the temporaries below (``.<name>.<random>.tmp``): what ``clean_stale_temporaries`` removes
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish_tree(root: Path) -> None:
+    """fsync every file under ``root`` (and the directories) and give them 0644 / 0755 under the umask."""
+    mask = _umask()
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            f = Path(dirpath) / name
+            if not f.is_symlink():
+                _fsync(f)
+                os.chmod(f, (f.stat().st_mode | 0o644) & ~mask & 0o7777)
+        os.chmod(dirpath, 0o777 & ~mask)
+        _fsync(Path(dirpath))
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it is renamed onto ``target``."""
+    """Yield a temporary path next to ``target``; on success it is fsynced, made 0644 (under the umask) and
+    renamed onto ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+        _fsync(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -61,9 +99,10 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     try:
         yield tmp
+        _finish_tree(tmp)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             if old.exists():
@@ -76,6 +115,30 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_stale_temporaries(root: str | os.PathLike, max_depth: int = 2) -> list[Path]:
+    """Remove the temporaries (``.*.tmp`` files and directories) a killed writer left under ``root``, down
+    to ``max_depth`` levels.  Only call it while holding the lock of whatever writes under ``root``."""
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    level = [root]
+    for _ in range(max_depth + 1):
+        below = []
+        for folder in level:
+            for p in folder.iterdir():
+                if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+                    removed.append(p)
+                elif p.is_dir() and not p.is_symlink():
+                    below.append(p)
+        level = below
+    return removed
 
 
 def dir_size_bytes(path: str | os.PathLike) -> int:

@@ -27,13 +27,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from distill.fsutil import atomic_write_text, dir_size_bytes, read_json, write_json
+from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
 from distill.schema import ConfigError, to_dict
 from experiments.config import (ExperimentConfig, ModelSection, config_hash, data_fingerprint, dump_yaml,
                                 load_config, resolve, uses_teacher)
 from experiments.store import ResultStore, flatten_metrics, provenance, store_dir
 
 STAGES_DIR = ".stages"
+TMP_DIR = ".tmp"  # scratch space of the running stage (tempfile.tempdir)
 TEACHERS_DIR = "_teachers"
 
 
@@ -58,6 +59,55 @@ def _hash_view(raw: dict, data: dict) -> dict:
     content fingerprint of the data files (``experiments.config.data_fingerprint``)."""
     task = {k: v for k, v in raw["task"].items() if k != "data_dir"}
     return dict(raw, task=dict(task, data_fingerprint=data))
+
+
+class CheckpointError(RuntimeError):
+    """A stage's checkpoint cannot be read back (damaged, e.g. written by a tool outside the atomic path)."""
+
+
+def _resumable(stage_dir: Path, stage: str, train: Callable[[], Any]) -> Any:
+    """``train()``; a failure while it reads the checkpoint back becomes one line naming what to delete."""
+    try:
+        return train()
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - paddle and pickle raise many types for a truncated file
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_name != "_load_checkpoint":
+            tb = tb.tb_next
+        if tb is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{stage_dir / 'checkpoint'}: damaged checkpoint, cannot resume ({first}); delete "
+                              f"{stage_dir} to restart the {stage} stage") from None
+
+
+class _TemporariesInside:
+    """Point ``tempfile`` (and subprocesses, via ``TMPDIR``) at ``<run dir>/.tmp`` while a stage runs, so a
+    killed stage leaves its scratch files in the run directory, where the next run removes them."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / TMP_DIR
+
+    def __enter__(self):
+        import tempfile
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._saved = (tempfile.tempdir, os.environ.get("TMPDIR"))
+        tempfile.tempdir = str(self.dir)
+        os.environ["TMPDIR"] = str(self.dir)
+
+    def __exit__(self, *exc):
+        import shutil
+        import tempfile
+
+        tempfile.tempdir, tmpdir = self._saved
+        if tmpdir is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = tmpdir
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return False
 
 
 class Runner:
@@ -165,6 +215,12 @@ class Runner:
             if started and not self.resume:
                 raise ConfigError(f"{self.run_dir}: an unfinished run of this config and seed exists; add --resume "
                                   "to continue it, or delete the directory to start over")
+            # what a killed run left half-written: atomic-write temporaries and the stage's scratch directory
+            import shutil
+
+            shutil.rmtree(self.run_dir / TMP_DIR, ignore_errors=True)
+            for stale in clean_stale_temporaries(self.run_dir):
+                self.log(f"{self.prefix}removed {stale} (left by an interrupted run)")
             config_file = self.run_dir / "config.yaml"
             atomic_write_text(config_file, f"# resolved config of run {self.run_id} (source: {self.cfg.source})\n"
                               + dump_yaml(self.raw))
@@ -177,7 +233,11 @@ class Runner:
                     continue
                 self.log(f"{tag}: running")
                 t0 = time.time()
-                metrics = fn() or {}
+                with _TemporariesInside(self.run_dir):
+                    metrics = fn() or {}
+                if stage == "student":  # rows `on_error: skip` dropped go with the results, not only to stderr
+                    metrics.update(flatten_metrics("data", {"skipped_rows": {"value": len(self.task.skipped),
+                                                                             "unit": "count"}}))
                 seconds = time.time() - t0
                 write_json(self._marker(stage), {"stage": stage, "seconds": round(seconds, 3),
                                                  "finished_at": time.time(), "metrics": metrics})
@@ -268,8 +328,9 @@ class Runner:
         tok = self.tokenizer_for(t, path)
         seed_everything(self.seed)
         model = build_model("teacher", t.name, self.task.heads(), init=t.init, vocab_size=tok.vocab_size, **t.options)
-        result = train(model, tok, self.task, self.train_examples, self.dev_examples, t.train, str(out),
-                       teachers=(), resume=(out / "checkpoint").exists())
+        result = _resumable(out, "teacher", lambda: train(
+            model, tok, self.task, self.train_examples, self.dev_examples, t.train, str(out), teachers=(),
+            resume=(out / "checkpoint").exists()))
         return {"dev": dict(result.best_metrics)}
 
     def _teacher_stage(self, i: int) -> dict:
@@ -316,8 +377,9 @@ class Runner:
         seed_everything(self.seed)
         model = build_model("student", s.name, self.task.heads(), init=s.init, vocab_size=tok.vocab_size, **s.options)
         teachers = self.teacher_models() if uses_teacher(self.cfg) else []
-        result = train(model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
-                       teachers=teachers, resume=(out / "checkpoint").exists())
+        result = _resumable(out, "student", lambda: train(
+            model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
+            teachers=teachers, resume=(out / "checkpoint").exists()))
         best = out / "best"
         return flatten_metrics("student", {"dev": dict(result.best_metrics), "size_mb": _mb(best),
                                            **_params(best)})
