@@ -29,13 +29,14 @@ from experiments.store import STORE_DIRNAME, ResultStore
 # loading and grouping
 
 
-def find_records(runs_dir: str | Path) -> list[dict]:
-    """Records of every store under ``runs_dir`` (``runs_dir/_store`` and ``runs_dir/*/_store``)."""
+def find_records(runs_dir: str | Path, damaged: list[str] | None = None) -> list[dict]:
+    """Records of every store under ``runs_dir`` (``runs_dir/_store`` and ``runs_dir/*/_store``); damaged
+    record files are skipped with a warning and listed in ``damaged``."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir}: runs directory not found")
     stores = [runs_dir / STORE_DIRNAME] + sorted(runs_dir.glob(f"*/{STORE_DIRNAME}"))
-    records = [r for s in stores if s.is_dir() for r in ResultStore(s).records()]
+    records = [r for s in stores if s.is_dir() for r in ResultStore(s).records(damaged)]
     return records
 
 
@@ -376,9 +377,11 @@ def plot_curves(rows: list[Row], path: Path) -> Path | None:
 def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, formats=("md", "csv", "latex"),
                  plots: bool = True, basename: str = "results") -> dict[str, Path]:
     """Write ``<basename>.{md,csv,tex}`` and PNG plots; returns the written paths by kind."""
-    records = find_records(runs_dir)
+    damaged: list[str] = []
+    records = find_records(runs_dir, damaged)
     if not records:
-        raise FileNotFoundError(f"{runs_dir}: no result records (expected {STORE_DIRNAME}/*.json under it)")
+        raise FileNotFoundError(f"{runs_dir}: no result records (expected {STORE_DIRNAME}/*.json under it"
+                                + (f"; {len(damaged)} damaged: {damaged[0]}" if damaged else "") + ")")
     out_dir = Path(out_dir or runs_dir)
     rows = group(records)
     header, cells, raw = table(rows, records)
@@ -395,7 +398,9 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
             written["training_curves.png"] = pngs.append(p) or p
     if "md" in formats:
         md = [f"# Results: {Path(runs_dir).resolve().name}", "",
-              f"{len(records)} runs; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
+              f"{len(records)} runs"
+              + (f" ({len(damaged)} damaged result record(s) skipped: {'; '.join(damaged)})" if damaged else "")
+              + f"; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
               "minus the matching no-KD baseline (same task and student), paired by seed, "
               "scipy.stats.ttest_rel.", "", to_markdown(header, cells)]
         md += [f"![{p.stem}]({p.name})" for p in pngs]

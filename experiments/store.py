@@ -10,6 +10,7 @@ config), provenance (git commit, package versions, host) and results (every metr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -88,17 +89,26 @@ class ResultStore:
     def __iter__(self) -> Iterator[dict]:
         return iter(self.records())
 
-    def records(self) -> list[dict]:
-        """All records, sorted by run id.  A damaged file raises ValueError naming it."""
+    def records(self, damaged: list[str] | None = None) -> list[dict]:
+        """All records, sorted by run id.  A damaged file (truncated, not JSON, not a record) is skipped
+        with a warning naming it, and its message appended to ``damaged`` when a list is given: one bad
+        file must not hide every other run."""
         if not self.path.is_dir():
             return []
         out = []
         for f in sorted(self.path.glob("*.json")):
             if f.name.startswith("."):
                 continue
-            rec = read_json(f)
-            if not isinstance(rec, dict) or "run_id" not in rec:
-                raise ValueError(f"{f}: not a result record")
+            try:
+                rec = read_json(f)
+                if not isinstance(rec, dict) or "run_id" not in rec:
+                    raise ValueError(f"{f}: not a result record")
+            except (ValueError, UnicodeDecodeError) as exc:
+                message = str(exc) if str(f) in str(exc) else f"{f}: {exc}"
+                logging.getLogger(__name__).warning("warning: skipping damaged result record %s", message)
+                if damaged is not None:
+                    damaged.append(message)
+                continue
             out.append(rec)
         return out
 

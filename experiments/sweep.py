@@ -157,7 +157,8 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
     # phase 2: students (distill, compress, export, bench, report)
     student_jobs = [(cell.config.to_raw(), cell.seed, out, data_dir, "run", cfg.source) for cell, _ in pending]
     for i, (run_id, status, msg) in enumerate(_map(student_jobs, jobs), 1):
-        result["failed" if status == "failed" else "done"].append(run_id)
+        # "skipped": finished by another worker since the check above (counted as such, not as done)
+        result[status if status in ("failed", "skipped") else "done"].append(run_id)
         log(f"  [{i}/{len(student_jobs)}] {run_id}: {status}{(' - ' + msg.splitlines()[0]) if msg else ''}")
         if msg and status == "failed":
             print(msg, file=sys.stderr)

@@ -273,6 +273,12 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
 
         raise ConfigError(f"--split-seed: task {ds.task!r} has no seeded train/dev split")
     task = cls(**options)
+    empty = [split for split in ("train", "dev") if not task.load(split)]
+    if empty:  # readable but useless: a run on it would fail later, or train on nothing
+        from tasks.base import DataError
+
+        raise DataError(folder, None, f"no examples in the {' and '.join(empty)} split (empty files, or only "
+                                      "headers and blank lines); restore the data set's files")
     return [f"{ds.name}: {folder}", *_check_files(folder, ds), *task.data_summary()]
 
 
