@@ -13,7 +13,11 @@ per example, so the output is deterministic under the seed and does not depend o
 Masking is tokenizer-independent: the augmented text keeps the masked word's characters and records its
 character span in ``meta["mask_spans"]``; ``apply_masks`` then collapses the tokens of each span into a
 single mask token of *each* model's own vocabulary ([MASK], or UNK where the vocabulary has no mask
-token), so an ERNIE teacher and a jieba-word Bi-LSTM student see the same masked example.
+token), so an ERNIE teacher and a jieba-word Bi-LSTM student see the same masked example.  The word
+segmentation the masks were drawn on (jieba.posseg) is recorded too (``meta["word_spans"]``), and word-level
+tokenizers take their tokens from it instead of cutting the augmented text again: jieba.cut of the new text
+can join a masked word with its neighbour (4.3 % of masked spans on ChnSentiCorp), and the student's mask
+token would then hide more characters than the teacher's.
 """
 from __future__ import annotations
 
@@ -89,17 +93,20 @@ class Augmenter:
         return words[start:start + n]
 
     @staticmethod
-    def _join(words) -> tuple[str, list[tuple[int, int]]]:
-        text, spans, pos = [], [], 0
+    def _join(words) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
+        """(text, masked spans, spans of every word) of a word list."""
+        text, spans, word_spans, pos = [], [], [], 0
         for word, masked in words:
             if masked:
                 spans.append((pos, pos + len(word)))
+            word_spans.append((pos, pos + len(word)))
             text.append(word)
             pos += len(word)
-        return "".join(text), spans
+        return "".join(text), spans, word_spans
 
     def augment_one(self, text: str, text_pair: str | None, index: int) -> list[dict]:
-        """Augmented variants of one example: dicts ``text, text_pair, mask_spans, mask_spans_pair``."""
+        """Augmented variants of one example: dicts ``text, text_pair, mask_spans, mask_spans_pair,
+        word_spans, word_spans_pair`` (``word_spans_pair`` None when the pair text is the original one)."""
         rng = np.random.default_rng((self.seed, int(index)))
         tagged = self.tagged(text)
         tagged_pair = self.tagged(text_pair) if text_pair else None
@@ -110,14 +117,16 @@ class Augmenter:
             pair_words = self._words_pass(tagged_pair, rng) if tagged_pair else None
             if words and rng.random() < self.cfg.p_ng:
                 words = self._ngram(words, rng)
-            new_text, spans = self._join(words)
-            new_pair, pair_spans = self._join(pair_words) if pair_words is not None else (text_pair, [])
+            new_text, spans, word_spans = self._join(words)
+            new_pair, pair_spans, pair_word_spans = (self._join(pair_words) if pair_words is not None
+                                                     else (text_pair, [], None))
             key = (new_text, tuple(spans), new_pair, tuple(pair_spans))
             if not new_text.strip() or key in seen:
                 continue
             seen.add(key)
             out.append({"text": new_text, "text_pair": new_pair, "mask_spans": spans,
-                        "mask_spans_pair": pair_spans})
+                        "mask_spans_pair": pair_spans, "word_spans": word_spans,
+                        "word_spans_pair": pair_word_spans})
         return out
 
 
@@ -125,7 +134,8 @@ def augment_examples(examples, cfg: AugmentConfig, seed: int = 0, vocab_texts: S
     """Augmented copies (``tasks.base.Example`` without labels) of ``examples``, in example order.
 
     ``meta``: ``augmented_from`` (index of the source example), ``aug_id`` (0.. per source),
-    ``mask_spans`` / ``mask_spans_pair`` (character spans to mask), ``source`` (the source's meta).
+    ``mask_spans`` / ``mask_spans_pair`` (character spans to mask), ``word_spans`` / ``word_spans_pair``
+    (the word segmentation the masks were drawn on), ``source`` (the source's meta).
     """
     from tasks.base import Example
 
@@ -137,7 +147,8 @@ def augment_examples(examples, cfg: AugmentConfig, seed: int = 0, vocab_texts: S
         for k, var in enumerate(aug.augment_one(ex.text, ex.text_pair, i)):
             out.append(Example(var["text"], var["text_pair"], {},
                                {"augmented_from": i, "aug_id": k, "mask_spans": var["mask_spans"],
-                                "mask_spans_pair": var["mask_spans_pair"], "source": dict(ex.meta)}))
+                                "mask_spans_pair": var["mask_spans_pair"], "word_spans": var["word_spans"],
+                                "word_spans_pair": var["word_spans_pair"], "source": dict(ex.meta)}))
     return out
 
 

@@ -20,7 +20,7 @@ HANDLERS = {
     "run": "experiments.runner:cli_run",
     "sweep": "experiments.sweep:cli_sweep",
     "report": "experiments.report:cli_report",
-    "evaluate": "compress.predictor:cli_evaluate",
+    "evaluate": "experiments.protocol:cli_evaluate",
     "predict": "compress.predictor:cli_predict",
     "bench": "compress.bench:cli_bench",
     "serve": "compress.serve:cli_serve",
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the stages an experiment config names")
     p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--test-file", metavar="PATH",
+                   help="a labelled hold-out file in the task's format (sets task.test): final models are "
+                        "evaluated on it next to dev")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set teacher.init=scratch (repeatable)")
     _add_data_dir(p)
@@ -91,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run the grid a config declares (teachers x students x recipes x seeds)")
     p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--test-file", metavar="PATH",
+                   help="a labelled hold-out file in the task's format (sets task.test): final models are "
+                        "evaluated on it next to dev")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--jobs", type=_at_least(1), default=1, metavar="N", help="parallel worker processes")
     _add_data_dir(p)
@@ -106,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--task", help="task name (default: the model's manifest)")
     p.add_argument("--file", metavar="PATH", help="evaluate this file (task format) instead of the dev split")
+    p.add_argument("--test-file", metavar="PATH",
+                   help="evaluate dev and this labelled hold-out file (task format); prints both and the gap")
+    p.add_argument("--dedup", action="store_true",
+                   help="also evaluate the rows whose text does not occur in the training split")
     p.add_argument("--backend", help="runtime backend (default: the model directory's own)")
     p.add_argument("--threads", type=_at_least(1), default=1)
     p.add_argument("--batch-size", type=_at_least(1), default=32)

@@ -157,6 +157,9 @@ class ExperimentConfig:
     bench: Optional[BenchSection] = None
     seeds: list[int] = field(default_factory=lambda: [1])
     sweep: Optional[SweepSection] = None
+    #: equal-budget controls: every compression step that trains (width-pruning recovery, QAT) is repeated
+    #: on its uncompressed input model with the same training (compress/controls.py)
+    controls: bool = False
     source: str = ""  # file the config came from (not part of the schema)
 
     @property
@@ -179,6 +182,8 @@ class ExperimentConfig:
                          else to_dict(e) for e in self.export]
         raw["bench"] = _plain(self.bench) if self.bench else None
         raw["seeds"] = list(self.seeds)
+        if self.controls:  # only when on: configs without it keep their run ids
+            raw["controls"] = True
         if self.sweep:
             raw["sweep"] = _plain(self.sweep)
         return raw
@@ -199,6 +204,7 @@ class _TopLevel:
     bench: Any = None
     seeds: Any = None
     sweep: Any = None
+    controls: Any = None
 
 
 def _plain(obj: Any) -> Any:
@@ -407,9 +413,11 @@ def resolve(raw: dict) -> ExperimentConfig:
     sweep = from_dict(SweepSection, top.sweep, "sweep") if top.sweep is not None else None
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", top.name):
         raise ConfigError(f"name: {top.name!r} must be usable as a directory name (letters, digits, _.+-)")
+    if top.controls is not None and not isinstance(top.controls, bool):
+        raise ConfigError(f"controls: expected true or false, got {top.controls!r}")
     return ExperimentConfig(name=top.name, recipe=top.recipe, task=task, teacher=teacher, teachers=teachers,
                             student=student, distill=distill, compress=compress, export=export, bench=bench,
-                            seeds=list(seeds), sweep=sweep)
+                            seeds=list(seeds), sweep=sweep, controls=bool(top.controls))
 
 
 def _registry(kind: str):

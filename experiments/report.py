@@ -140,13 +140,18 @@ def kd_gain(row: Row, rows: list[Row]) -> Gain:
     if base is None:
         return Gain(note="no-KD baseline" if not row.kd else "no baseline run")
     key = f"student.dev.{row.main_metric}"
-    mine, theirs = row.per_seed(key), base.per_seed(key)
+    return paired_diff(row.per_seed(key), base.per_seed(key), baseline=base.recipe)
+
+
+def paired_diff(mine: dict[int, float], theirs: dict[int, float], baseline: str | None = None,
+                test: bool = True) -> Gain:
+    """``mine - theirs`` paired by seed: mean ± std of the differences, and (``test``) the paired t-test."""
     seeds = sorted(set(mine) & set(theirs))
     diffs = [mine[s] - theirs[s] for s in seeds]
-    g = Gain(baseline=base.recipe, n=len(seeds))
+    g = Gain(baseline=baseline, n=len(seeds))
     g.mean, g.std = mean_std(diffs)
-    if len(seeds) < 2:
-        g.note = "n<2" if seeds else "no common seeds"
+    if len(seeds) < 2 or not test:
+        g.note = ("n<2" if seeds else "no common seeds") if len(seeds) < 2 else ""
         return g
     from scipy import stats
 
@@ -187,6 +192,8 @@ def _fmt_gain(g: Gain) -> str:
 
 def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
     """Header, formatted cells and raw cells (for CSV) of the ablation table."""
+    from experiments.report_protocol import _fmt_diff, teacher_margin, training_cell
+
     header = ["task", "teacher", "student", "recipe", "seeds"]
     cells, raw = [], []
     metric = rows[0].main_metric if rows else "accuracy"
@@ -200,15 +207,21 @@ def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[st
         lat = mean_std(list(row.per_seed(f"{final}.latency_p50_ms").values()))
         student_lat = mean_std(list(row.per_seed("student.latency_p50_ms").values()))
         gain = kd_gain(row, rows)
+        margin = teacher_margin(row, rows)
+        steps = mean_std(list(row.per_seed("student.train_steps").values()))[0]
+        epochs = mean_std(list(row.per_seed("student.train_epochs").values()))[0]
         ident = [row.task, row.teacher, row.student, row.recipe, str(len(row.records))]
-        cells.append(ident + [_fmt(teacher), _fmt(student), _fmt_gain(gain), final, _fmt(final_acc),
-                              _fmt(size), _fmt(student_lat, 3), _fmt(lat, 3)])
-        raw.append(ident + [teacher[0], teacher[1], student[0], student[1], gain.mean, gain.p_value, gain.n,
-                            final, final_acc[0], final_acc[1], size[0], lat[0], student_lat[0]])
-    header_fmt = header + [f"teacher {metric} (%)", f"student {metric} (%)", "KD gain (pp, paired t-test)",
+        cells.append(ident + [_fmt(teacher), _fmt_diff(margin), _fmt(student), training_cell(row), _fmt_gain(gain),
+                              final, _fmt(final_acc), _fmt(size), _fmt(student_lat, 3), _fmt(lat, 3)])
+        raw.append(ident + [teacher[0], teacher[1], margin.mean, student[0], student[1], steps, epochs, gain.mean,
+                            gain.p_value, gain.n, final, final_acc[0], final_acc[1], size[0], lat[0],
+                            student_lat[0]])
+    header_fmt = header + [f"teacher {metric} (%)", "teacher - no-KD student (pp)", f"student {metric} (%)",
+                           "student trained steps (epochs)", "KD gain (pp, paired t-test)",
                            "final model", f"final {metric} (%)", "final size (MB)",
                            "student latency p50 (ms)", "final latency p50 (ms)"]
-    header_raw = header + ["teacher_mean", "teacher_std", "student_mean", "student_std", "kd_gain_mean",
+    header_raw = header + ["teacher_mean", "teacher_std", "teacher_minus_nokd_mean", "student_mean", "student_std",
+                           "student_train_steps", "student_train_epochs", "kd_gain_mean",
                            "kd_gain_p", "kd_gain_n", "final_model", "final_mean", "final_std", "final_size_mb",
                            "final_latency_p50_ms", "student_latency_p50_ms"]
     return header_fmt, cells, [header_raw] + raw
@@ -396,20 +409,38 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
         p = plot_curves(rows, out_dir / "training_curves.png")
         if p:
             written["training_curves.png"] = pngs.append(p) or p
+    from experiments import report_protocol as protocol
+
+    extra = [(name, title, note, t) for name, title, note, t in (
+        ("eval", "Evaluation sets", "Dev next to the hold-out test file (`task.test` / `--test-file`) and, with "
+         "`task.dedup_eval`, the rows whose text does not occur in the training split (`*_dedup`); gaps paired "
+         "by seed.", protocol.eval_table(rows)),
+        ("compression", "Compression steps", "Δ vs input = model minus the model it was made from. Δ compression "
+         "= a training step (width-pruning recovery, QAT) minus its equal-budget control (its uncompressed input "
+         "trained with the same data, losses, teacher and steps), paired by seed; for a step that does not "
+         "train, Δ vs input.", protocol.compression_table(rows))) if t is not None]
     if "md" in formats:
         md = [f"# Results: {Path(runs_dir).resolve().name}", "",
               f"{len(records)} runs"
               + (f" ({len(damaged)} damaged result record(s) skipped: {'; '.join(damaged)})" if damaged else "")
               + f"; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
               "minus the matching no-KD baseline (same task and student), paired by seed, "
-              "scipy.stats.ttest_rel.", "", to_markdown(header, cells)]
+              "scipy.stats.ttest_rel. Teacher - no-KD student = the teacher's dev metric minus that baseline's "
+              "(KD rows). Trained steps (epochs) = what the student's trainer actually ran.", "",
+              to_markdown(header, cells)]
+        md += [w + "\n" for w in protocol.teacher_warnings(rows)]
+        for _, title, note, (h, c, _) in extra:
+            md += [f"## {title}", "", note, "", to_markdown(h, c)]
         md += [f"![{p.stem}]({p.name})" for p in pngs]
         md += ["", _provenance(records)]
         written["md"] = _write(out_dir / f"{basename}.md", "\n".join(md) + "\n")
     if "csv" in formats:
         written["csv"] = _write(out_dir / f"{basename}.csv", to_csv(raw))
+        for name, _, _, (_, _, r) in extra:
+            written[f"{name}_csv"] = _write(out_dir / f"{basename}_{name}.csv", to_csv(r))
     if "latex" in formats:
-        written["latex"] = _write(out_dir / f"{basename}.tex", to_latex(header, cells))
+        tex = [to_latex(header, cells)] + [to_latex(h, c) for _, _, _, (h, c, _) in extra]
+        written["latex"] = _write(out_dir / f"{basename}.tex", "\n".join(tex))
     return written
 
 

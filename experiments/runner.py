@@ -31,6 +31,7 @@ from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_
 from distill.schema import ConfigError, to_dict
 from experiments.config import (ExperimentConfig, ModelSection, config_hash, data_fingerprint, dump_yaml,
                                 load_config, resolve, uses_teacher)
+from experiments.protocol import EvalSets, control_facts, hash_task, teacher_task, training_facts
 from experiments.store import ResultStore, flatten_metrics, provenance, store_dir
 
 STAGES_DIR = ".stages"
@@ -57,7 +58,7 @@ def file_lock(path: Path) -> Iterator[None]:
 def _hash_view(raw: dict, data: dict) -> dict:
     """What identifies results: the raw config without the (machine-specific) data directory, plus the
     content fingerprint of the data files (``experiments.config.data_fingerprint``)."""
-    task = {k: v for k, v in raw["task"].items() if k != "data_dir"}
+    task = hash_task({k: v for k, v in raw["task"].items() if k != "data_dir"})
     return dict(raw, task=dict(task, data_fingerprint=data))
 
 
@@ -148,8 +149,11 @@ class Runner:
         for i in range(len(self.cfg.all_teachers)):
             out.append((self._teacher_label(i), lambda i=i: self._teacher_stage(i)))
         out.append(("student", self._student_stage))
+        controls = set(self.controls())
         for label, i in self._step_labels():
             out.append((f"compress.{label}", lambda i=i, label=label: self._compress_stage(i, label)))
+            if label in controls:
+                out.append((f"control.{label}", lambda i=i, label=label: self._control_stage(i, label)))
         for e in self.cfg.export:
             out.append((f"export.{e.backend}", lambda e=e: self._export_stage(e)))
         if self.cfg.bench is not None:
@@ -187,6 +191,15 @@ class Runner:
         """Model variants in pipeline order (metric-key prefixes): student, compressed.<s>, export.<b>."""
         return (["student"] + [f"compressed.{label}" for label, _ in self._step_labels()]
                 + [f"export.{e.backend}" for e in self.cfg.export])
+
+    def controls(self) -> list[str]:
+        """Labels of the compression steps that get an equal-budget control (``controls: true``)."""
+        if not self.cfg.controls:
+            return []
+        from compress.controls import trains
+
+        return [label for label, i in self._step_labels()
+                if trains(self.cfg.compress[i].step, self.cfg.compress[i].params)]
 
     def variant_dir(self, variant: str) -> Path:
         if variant == "student":
@@ -283,6 +296,14 @@ class Runner:
     def dev_examples(self) -> list:
         return self.task.load("dev")
 
+    @cached_property
+    def eval_sets(self) -> EvalSets:
+        return EvalSets(self.task, self.train_examples, self.dev_examples)
+
+    def _more_sets(self, model_dir: Path) -> dict:
+        """Metrics of a final model on the evaluation sets besides dev (test file, unseen-in-train rows)."""
+        return self.eval_sets.evaluate(model_dir, data_dir=self.cfg.task.options.data_dir)
+
     def tokenizer_for(self, section: ModelSection, path: str):
         from experiments.tokenizers import make_tokenizer
 
@@ -293,8 +314,8 @@ class Runner:
         t = self.cfg.all_teachers[i]
         raw_t = (self.raw["teacher"] if (i == 0 and self.cfg.teacher) else
                  self.raw["teachers"][i - (1 if self.cfg.teacher else 0)])
-        key = config_hash({"task": _hash_view(self.raw, self.data_fingerprint)["task"], "teacher": raw_t,
-                           "seed": self.seed})
+        key = config_hash({"task": teacher_task(_hash_view(self.raw, self.data_fingerprint)["task"]),
+                           "teacher": raw_t, "seed": self.seed})
         return self.exp_dir / TEACHERS_DIR / f"{short_name(t.name)}-s{self.seed}-{key[:10]}"
 
     def _ensure_teacher(self, i: int) -> dict:
@@ -331,7 +352,7 @@ class Runner:
         result = _resumable(out, "teacher", lambda: train(
             model, tok, self.task, self.train_examples, self.dev_examples, t.train, str(out), teachers=(),
             resume=(out / "checkpoint").exists()))
-        return {"dev": dict(result.best_metrics)}
+        return {"dev": dict(result.best_metrics), **training_facts(result, t.train)}
 
     def _teacher_stage(self, i: int) -> dict:
         done = self._ensure_teacher(i)
@@ -347,7 +368,7 @@ class Runner:
             tmp.symlink_to(target)
             os.replace(tmp, link)
         best = shared / "best"
-        metrics = {"dev": done["metrics"].get("dev", {}), "size_mb": _mb(best), **_params(best)}
+        metrics = {**done["metrics"], "size_mb": _mb(best), **_params(best), **self._more_sets(best)}
         return flatten_metrics(self._teacher_label(i), metrics)
 
     def teacher_models(self) -> list:
@@ -381,8 +402,10 @@ class Runner:
             model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
             teachers=teachers, resume=(out / "checkpoint").exists()))
         best = out / "best"
-        return flatten_metrics("student", {"dev": dict(result.best_metrics), "size_mb": _mb(best),
-                                           **_params(best)})
+        return {**flatten_metrics("student", {"dev": dict(result.best_metrics), "size_mb": _mb(best),
+                                              **_params(best), **training_facts(result, self.cfg.distill),
+                                              **self._more_sets(best)}),
+                **flatten_metrics("data", self.eval_sets.sizes())}
 
     # -- compression, export, bench ------------------------------------------------------------
     def _last_model_dir(self, upto_step: int | None = None) -> Path:
@@ -419,7 +442,24 @@ class Runner:
         report = dict(report or {})
         if not isinstance(report.get("dev"), dict) or self.task_main_metric not in report["dev"]:
             report["dev"] = self._evaluate_dir(out_dir)
+        report = {**report, **self._more_sets(out_dir),
+                  "applied": {"value": int("not_applicable" not in report), "unit": "bool"}}
         return flatten_metrics(f"compressed.{label}", _variant_metrics(report, out_dir))
+
+    def _control_stage(self, i: int, label: str) -> dict:
+        """The equal-budget control of training step ``i``: its input model trained as the step trains
+        (compress/controls.py), uncompressed; ``Δ compression = step - control`` in reports."""
+        from compress.controls import run_control
+
+        applied = read_json(self._marker(f"compress.{label}")).get("metrics", {}).get(f"compressed.{label}.applied")
+        if applied is not None and not applied["value"]:
+            self.log(f"  control.{label}: the step did not apply; no control")
+            return {}
+        step = self.cfg.compress[i]
+        out_dir = self.run_dir / "controls" / label
+        report = run_control(step.step, self._last_model_dir(upto_step=i), out_dir, step.params, self.step_context())
+        metrics = {**control_facts(report), "size_mb": _mb(out_dir), **self._more_sets(out_dir)}
+        return flatten_metrics(f"control.{label}", metrics)
 
     def _export_stage(self, e) -> dict:
         from compress.export import export
@@ -430,6 +470,7 @@ class Runner:
                         data_dir=self.cfg.task.options.data_dir)
         if "dev" not in report:
             report = dict(report, dev=self._evaluate_dir(out_dir))
+        report = {**report, **self._more_sets(out_dir)}
         return flatten_metrics(f"export.{e.backend}", _variant_metrics(report, out_dir))
 
     def _evaluate_dir(self, model_dir: Path) -> dict:
@@ -477,6 +518,7 @@ class Runner:
             "data_fingerprint": self.data_fingerprint,
             **provenance(), "metrics": metrics, "durations": durations, "variants": variants,
             "final": variants[-1], "run_dir": str(self.run_dir.resolve()),
+            "controls": self.controls(), "eval_sets": list(self.eval_sets.sets),
         }
         self.store.put(record)
         return {}
@@ -492,13 +534,25 @@ class Runner:
                  f"Config `{self.cfg.source or '-'}` (resolved: `config.yaml`), recipe `{self.cfg.recipe}`, "
                  f"seed {self.seed}, task `{self.cfg.task.name}`, student `{self.cfg.student.name}`"
                  + (f", teacher `{self.cfg.teacher.name}`" if self.cfg.teacher else "") + ".", "",
-                 f"| model | dev {main} (%) | size (MB) | parameters | latency p50 (ms) | latency p90 (ms) |",
-                 "|---|---|---|---|---|---|"]
-        rows = [self._teacher_label(i) for i in range(len(self.cfg.all_teachers))] + variants
+                 f"| model | dev {main} (%) | " + "".join(f"{s} {main} (%) | " for s in self.eval_sets.extra)
+                 + "trained steps (epochs) | size (MB) | parameters | latency p50 (ms) | latency p90 (ms) |",
+                 "|---|---|" + "---|" * len(self.eval_sets.extra) + "---|---|---|---|---|"]
+        rows = ([self._teacher_label(i) for i in range(len(self.cfg.all_teachers))] + variants
+                + [f"control.{label}" for label in self.controls()])
         for v in rows:
-            lines.append(f"| {v} | {val(f'{v}.dev.{main}')} | {val(f'{v}.size_mb')} | "
+            steps = val(f"{v}.train_steps", "{:,.0f}")
+            if f"{v}.train_epochs" in metrics:
+                steps += f" ({val(f'{v}.train_epochs')}{', early stop' if val(f'{v}.stopped_early') == '1.00' else ''})"
+            lines.append(f"| {v} | {val(f'{v}.dev.{main}')} | "
+                         + "".join(f"{val(f'{v}.{s}.{main}')} | " for s in self.eval_sets.extra)
+                         + f"{steps} | {val(f'{v}.size_mb')} | "
                          f"{val(f'{v}.num_parameters', '{:,.0f}')} | {val(f'{v}.latency_p50_ms', '{:.3f}')} | "
                          f"{val(f'{v}.latency_p90_ms', '{:.3f}')} |")
+        for label in self.controls():
+            step, control = metrics.get(f"compressed.{label}.dev.{main}"), metrics.get(f"control.{label}.dev.{main}")
+            if step and control:
+                lines.append(f"\nΔ compression of {label} (step - its equal-budget control, dev {main}): "
+                             f"{step['value'] - control['value']:+.2f} pp")
         lines += ["", "| stage | seconds |", "|---|---|"]
         lines += [f"| {s} | {d:.1f} |" for s, d in durations.items() if d is not None]
         lines += ["", "All metrics with units: `metrics.json`."]
@@ -551,8 +605,14 @@ def _variant_metrics(report: dict, out_dir: Path) -> dict:
     return report
 
 
+def test_file_override(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus ``task.test=<absolute path>`` for ``--test-file`` (run, sweep)."""
+    extra = [f"task.test={Path(args.test_file).expanduser().resolve()}"] if getattr(args, "test_file", None) else []
+    return list(args.overrides) + extra
+
+
 def cli_run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, test_file_override(args))
     if cfg.sweep is not None:
         print(f"note: {args.config} declares a sweep; `run` runs its base config only "
               f"(`tinydistill sweep {args.config}` runs the grid)")

@@ -168,7 +168,9 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
 
 
 def cli_sweep(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    from experiments.runner import test_file_override
+
+    cfg = load_config(args.config, test_file_override(args))
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     result = run_sweep(cfg, args.out, jobs=args.jobs, data_dir=args.data_dir)

@@ -103,6 +103,11 @@ class TaskOptions:
     #: ``raise``: a bad row stops reading with ``DataError``; ``skip``: it is counted in
     #: ``task.skipped`` and reported as one warning per file
     on_error: Literal["raise", "skip"] = "raise"
+    #: a labelled file in this task's format (e.g. the official test set) on which a run evaluates its final
+    #: models next to dev (``--test-file``); relative paths: the working directory, else the data folder
+    test: str | None = None
+    #: also report every metric on the evaluation rows whose text does not occur in the training split
+    dedup_eval: bool = False
 
     def validate(self) -> None:
         if self.max_seq_length < 3:
@@ -189,6 +194,32 @@ class Task:
         """Examples from any file in this task's format (e.g. an official test set)."""
         raise NotImplementedError
 
+    def data_folder(self) -> Path | None:
+        """The folder this task reads its files from (None: the task names its files itself)."""
+        if self.dataset is None:
+            return Path(self.options.data_dir) if self.options.data_dir else None
+        from tasks.datasets import resolve_data_dir
+
+        return resolve_data_dir(self.dataset, self.options.data_dir)
+
+    def test_path(self) -> Path | None:
+        """The hold-out file of ``options.test`` (None when none is configured)."""
+        if not self.options.test:
+            return None
+        path = Path(self.options.test).expanduser()
+        if not path.is_absolute() and not path.exists():
+            folder = self.data_folder()
+            if folder is not None and (folder / path).exists():
+                path = folder / path
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: task.test: no such file (a labelled file in the {self.name} format)")
+        return path
+
+    def load_test(self) -> list[Example]:
+        """The labelled examples of ``options.test`` ([] when none is configured)."""
+        path = self.test_path()
+        return self.load_file(str(path)) if path is not None else []
+
     def split_info(self) -> dict:
         """What a run should record about how train/dev were formed (seed, sizes, ids); empty when the
         splits are fixed files."""
@@ -201,6 +232,15 @@ class Task:
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, example: Example, tokenizer) -> Encoded:
         raise NotImplementedError
+
+    def tokenize(self, example: Example, tokenizer):
+        """``tokenizer.encode`` of an example at ``max_seq_length``.  A word-level tokenizer takes an augmented
+        example's words from the segmentation its masks were drawn on (``meta["word_spans"]``), so a masked
+        word is exactly one token on every side."""
+        words = {}
+        if getattr(tokenizer, "takes_words", False) and example.meta.get("word_spans") is not None:
+            words = {"words": example.meta["word_spans"], "words_pair": example.meta.get("word_spans_pair")}
+        return tokenizer.encode(example.text, example.text_pair, max_length=self.options.max_seq_length, **words)
 
     def collate(self, batch: Sequence[Encoded], pad_id: int = 0) -> dict[str, np.ndarray]:
         """Pad a batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` (int64 ``[B, L]``) and

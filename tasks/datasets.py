@@ -279,7 +279,18 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
 
         raise DataError(folder, None, f"no examples in the {' and '.join(empty)} split (empty files, or only "
                                       "headers and blank lines); restore the data set's files")
-    return [f"{ds.name}: {folder}", *_check_files(folder, ds), *task.data_summary()]
+    return [f"{ds.name}: {folder}", *_check_files(folder, ds), *task.data_summary(), *_overlap(task)]
+
+
+def _overlap(task) -> list[str]:
+    from tasks.overlap import overlap_lines
+
+    splits = {"train": task.load("train"), "dev": task.load("dev")}
+    try:
+        splits["test"] = task.load("test")
+    except FileNotFoundError:  # the test split is optional
+        pass
+    return overlap_lines(splits)
 
 
 def cli_data(args) -> int:

@@ -304,7 +304,7 @@ class NlpccSluTask(Task):
 
     # -- encoding -----------------------------------------------------------------------------
     def encode(self, example: Example, tokenizer) -> Encoded:
-        tok = tokenizer.encode(example.text, max_length=self.options.max_seq_length)
+        tok = self.tokenize(example, tokenizer)
         labels = {}
         if "intent" in example.labels:
             labels["intent"] = self.intents.index(example.labels["intent"])

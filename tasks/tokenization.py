@@ -83,6 +83,9 @@ def _truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
 
 class BaseTokenizer:
     kind = ""
+    #: word-level tokenizers: ``encode(..., words=[(start, end), ...])`` takes its tokens from a given word
+    #: segmentation (an augmented example's, see distill/augment.py) instead of cutting the text itself
+    takes_words = False
     pad_token = "[PAD]"
     unk_token = "[UNK]"
     mask_token = "[MASK]"
@@ -215,7 +218,7 @@ class VocabTokenizer(BaseTokenizer):
         self.lowercase = lowercase
         self._token_to_id = {t: i for i, t in enumerate(self.vocab)}
 
-    def pieces(self, text: str) -> list[tuple[str, int, int]]:
+    def pieces(self, text: str, words: Sequence[tuple[int, int]] | None = None) -> list[tuple[str, int, int]]:
         raise NotImplementedError
 
     def _norm(self, piece: str) -> str:
@@ -238,9 +241,11 @@ class VocabTokenizer(BaseTokenizer):
     def tokenize(self, text: str) -> list[str]:
         return [p for p, _, _ in self.pieces(text)]
 
-    def encode(self, text: str, text_pair: str | None = None, max_length: int | None = None) -> TokenizedText:
-        a = self.pieces(text)
-        b = self.pieces(text_pair) if text_pair is not None else []
+    def encode(self, text: str, text_pair: str | None = None, max_length: int | None = None,
+               words: Sequence[tuple[int, int]] | None = None,
+               words_pair: Sequence[tuple[int, int]] | None = None) -> TokenizedText:
+        a = self.pieces(text, words)
+        b = self.pieces(text_pair, words_pair) if text_pair is not None else []
         if max_length is not None:
             a, b = _truncate_pair(a, b, max_length) if text_pair is not None else (a[:max_length], [])
         unk = self.unk_token_id
@@ -267,16 +272,19 @@ class VocabTokenizer(BaseTokenizer):
 class CharTokenizer(VocabTokenizer):
     kind = "char"
 
-    def pieces(self, text: str) -> list[tuple[str, int, int]]:
+    def pieces(self, text: str, words: Sequence[tuple[int, int]] | None = None) -> list[tuple[str, int, int]]:
         return [(c, i, i + 1) for i, c in enumerate(text) if not c.isspace()]
 
 
 @TOKENIZERS.register("jieba-word", summary="jieba words (vocab from training texts)")
 class JiebaWordTokenizer(VocabTokenizer):
     kind = "jieba-word"
+    takes_words = True
 
-    def pieces(self, text: str) -> list[tuple[str, int, int]]:
-        return jieba_words(text)
+    def pieces(self, text: str, words: Sequence[tuple[int, int]] | None = None) -> list[tuple[str, int, int]]:
+        if words is None:
+            return jieba_words(text)
+        return [(text[s:e], s, e) for s, e in words if text[s:e].strip()]
 
 
 def load_tokenizer(directory: str | Path, spec: dict) -> BaseTokenizer:

@@ -141,7 +141,7 @@ class ClassificationTask(Task):
 
     # -- encoding, metrics, decoding ----------------------------------------------------------
     def encode(self, example: Example, tokenizer) -> Encoded:
-        tok = tokenizer.encode(example.text, example.text_pair, max_length=self.options.max_seq_length)
+        tok = self.tokenize(example, tokenizer)
         labels = {}
         if self.head_name in example.labels:
             labels[self.head_name] = self.labels.index(example.labels[self.head_name])
@@ -190,7 +190,7 @@ class ClassificationTask(Task):
 class TsvClassificationOptions(TaskOptions):
     train: str | None = None
     dev: str | None = None
-    test: str | None = None
+    test: str | None = None  # a labelled hold-out file, as for every task (relative: to data_dir)
     text_column: int | str = "text_a"
     text_pair_column: int | str | None = None
     label_column: int | str = "label"

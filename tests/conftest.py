@@ -1,4 +1,9 @@
-"""Shared fixtures.  Real data lives outside the repo: ``../shared/data`` (or ``$TINYDISTILL_DATA``)."""
+"""Shared fixtures.  Real data lives outside the repo: ``../shared/data`` (or ``$TINYDISTILL_DATA``).
+
+Tests that read the real data take the ``data_dir`` fixture; without the data they are skipped on a
+developer's machine, but under CI (``CI=true``) a missing data directory fails them: a CI run that skipped
+every data test would otherwise pass on nothing.  Tests that need no data must not take the fixture.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +12,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: what the data tests read (see the data directory layout in the README)
+REQUIRED = ("chnsenticorp/train.tsv", "chnsenticorp/dev.tsv", "nlpcc2018_task4/corpus.train.txt",
+            "nlpcc2018_task4/intent_label.txt", "nlpcc2018_task4/slot_label.txt", "vocab/ernie-3.0/vocab.txt")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def _shared_data() -> Path:
@@ -14,11 +26,19 @@ def _shared_data() -> Path:
     return Path(env) if env else (ROOT.parent / "shared" / "data")
 
 
+def missing_data(path: Path) -> list[str]:
+    return [f for f in REQUIRED if not (path / f).is_file()]
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = _shared_data()
-    if not (path / "chnsenticorp").is_dir():
-        pytest.skip(f"real data not found at {path} (set TINYDISTILL_DATA)")
+    missing = missing_data(path)
+    if missing:
+        message = f"real data not found at {path} (missing {', '.join(missing)}; set TINYDISTILL_DATA)"
+        if in_ci():
+            pytest.fail(f"{message}: under CI a missing data directory fails the run", pytrace=False)
+        pytest.skip(message)
     return path
 
 
