@@ -78,16 +78,12 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
         "quantizable_layer_type": ["Linear"], "onnx_format": True})
     skipped = skip_layers(model, p.fp32_layers)
     quanter.quantize(model)
-    work = out_dir.parent / f".{out_dir.name}.qat"
     cfg = from_dict(DistillConfig, {"epochs": p.epochs, "max_steps": p.max_steps, "lr": p.lr,
                                     "batch_size": p.batch_size, "losses": p.losses, "seed": ctx.seed,
                                     "progress": ctx.progress, "teacher_cache": "off"}, "compress.qat")
-    try:
-        result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(fp32, tok)])
-        state = paddle.load(str(Path(result.best_dir) / "model_state.pdparams"))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    model.set_state_dict(state)
+    # trained in memory: the engine loads the best dev weights (QAT wrappers included) back into ``model``
+    result = train(model, tok, task, train_ex, dev_ex, cfg, None, teachers=[(fp32, tok)])
+    state = model.state_dict()
     model.eval()
     float_state = {_strip_wrappers(k): v for k, v in state.items()}
     missing = [k for k in float_keys if k not in float_state]
@@ -109,7 +105,9 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
         _, after = dir_metrics(tmp, ctx, dev_ex)
         check = _check("QAT", after, before, metric, p.tolerance, out_dir)
     return step_report("qat", p, in_dir, out_dir, ctx, started, metrics=after,
-                       extra={"check": check, "training": {"best_metrics": result.best_metrics}})
+                       extra={"check": check, "training": {"best_metrics": result.best_metrics, "steps": result.global_step,
+                                                             "best_step": result.best_step,
+                                                             "epochs": round(result.epochs_run, 3)}})
 
 
 # -- ptq ---------------------------------------------------------------------------------------------------

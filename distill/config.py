@@ -110,7 +110,8 @@ class DistillConfig:
     max_steps: int | None = None
     lr: float = 5e-5
     batch_size: int = 32
-    eval_batch_size: int = 64
+    #: inference batch size of dev evaluation and of the up-front teacher logits (no gradients)
+    eval_batch_size: int = 256
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     lr_schedule: Literal["linear", "constant"] = "linear"
@@ -129,10 +130,16 @@ class DistillConfig:
     cache_dir: str | None = None
     log_every: int = 10
     progress: bool = True
+    #: CPU threads of paddle's kernels; default: every core this process may use (paddle alone uses 1)
+    threads: int | None = None
+    #: batches of examples of similar length (sorted within windows of ``bucket_window`` batches, then the
+    #: batches shuffled): less padding per step; ``false`` gives the plain shuffled order
+    length_bucketing: bool = True
+    bucket_window: int = 50
 
     def validate(self) -> None:
         for name in ("epochs", "max_steps", "batch_size", "eval_batch_size", "eval_every", "early_stopping_patience",
-                     "log_every"):
+                     "log_every", "threads", "bucket_window"):
             require(self, name, ge=1)
         require(self, "lr", gt=0)
         require(self, "weight_decay", ge=0)

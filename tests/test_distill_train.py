@@ -162,6 +162,7 @@ from distill.config import DistillConfig
 from distill.trainer import train
 task, tok, teacher, student, tr, dev = _setup(Path({data!r}), "chnsenticorp", n_train=96, n_dev=40)
 cfg = DistillConfig.from_dict({{"epochs": 2, "lr": 1e-3, "batch_size": 16, "eval_every": 4, "progress": False,
+                               "threads": 1, "length_bucketing": True, "bucket_window": 2,
                                "losses": [{{"type": "hard_ce"}}, {{"type": "soft_ce", "temperature": 2.0}},
                                           {{"type": "hidden_mse"}}]}})
 res = train(student, tok, task, tr, dev, cfg, sys.argv[1], teachers=[(teacher, tok)], resume=sys.argv[2] == "1")
