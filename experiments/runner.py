@@ -74,7 +74,7 @@ def _resumable(stage_dir: Path, stage: str, train: Callable[[], Any]) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - paddle and pickle raise many types for a truncated file
         tb = exc.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_name != "_load_checkpoint":
+        while tb is not None and "load_checkpoint" not in tb.tb_frame.f_code.co_name:  # the engine's reader
             tb = tb.tb_next
         if tb is None:
             raise
