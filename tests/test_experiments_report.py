@@ -105,10 +105,12 @@ def test_store_concurrent_writers_lose_nothing(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_store_rejects_damaged_record(tmp_path):
+def test_store_skips_damaged_record(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ValueError, match="bad.json"):
-        ResultStore(tmp_path).records()
+    ResultStore(tmp_path).put(_record("a", 1, 1.0, False))
+    damaged: list[str] = []
+    assert [r["run_id"] for r in ResultStore(tmp_path).records(damaged)] == ["a-s1"]  # one bad file hides nothing
+    assert len(damaged) == 1 and "bad.json" in damaged[0]
     with pytest.raises(ValueError):
         ResultStore(tmp_path).put({"run_id": "../escape"})
     json.dumps(_record("a", 1, 1.0, False))  # records are plain JSON
