@@ -23,8 +23,12 @@ EVAL_ONLY_TASK_KEYS = {"test": None, "dedup_eval": False}
 
 
 def hash_task(task: dict) -> dict:
-    """The task section of a run id: evaluation-only options dropped while at their defaults."""
-    return {k: v for k, v in task.items() if not (k in EVAL_ONLY_TASK_KEYS and v == EVAL_ONLY_TASK_KEYS[k])}
+    """The task section of a run id: evaluation-only options dropped while at their defaults, and an absolute
+    test path (machine-specific, like ``data_dir``; the data fingerprint holds the file's checksum)."""
+    out = {k: v for k, v in task.items() if not (k in EVAL_ONLY_TASK_KEYS and v == EVAL_ONLY_TASK_KEYS[k])}
+    if isinstance(out.get("test"), str) and Path(out["test"]).expanduser().is_absolute():
+        out.pop("test")
+    return out
 
 
 def teacher_task(task: dict) -> dict:

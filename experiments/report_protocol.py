@@ -146,7 +146,8 @@ def compression_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list
     header = ["task", "teacher", "student", "recipe", "model", "from", f"dev {metric} (%)", "Δ vs input (pp)",
               f"control dev {metric} (%)", "control steps (epochs)", "Δ compression (pp)"]
     raw_header = ["task", "teacher", "student", "recipe", "model", "from", "dev_mean", "delta_input_mean",
-                  "control_dev_mean", "control_steps", "delta_compression_mean", "delta_compression_basis"]
+                  "control_dev_mean", "control_steps", "delta_compression_mean", "delta_compression_std",
+                  "delta_compression_n", "delta_compression_basis"]
     cells, raw = [], []
     for row in rows:
         variants = row.variants()
@@ -173,7 +174,8 @@ def compression_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list
                                   training_cell(row, f"control.{label}") if control else "-", comp])
             raw.append(ident + [_mean(row, f"{variant}.dev.{m}"), d_in.mean,
                                 _mean(row, f"control.{label}.dev.{m}") if control else None,
-                                _mean(row, f"control.{label}.train_steps") if control else None, d_comp.mean, basis])
+                                _mean(row, f"control.{label}.train_steps") if control else None, d_comp.mean,
+                                d_comp.std, d_comp.n, basis])
     if not cells:
         return None
     return header, cells, [raw_header] + raw

@@ -104,7 +104,8 @@ class TaskOptions:
     #: ``task.skipped`` and reported as one warning per file
     on_error: Literal["raise", "skip"] = "raise"
     #: a labelled file in this task's format (e.g. the official test set) on which a run evaluates its final
-    #: models next to dev (``--test-file``); relative paths: the working directory, else the data folder
+    #: models next to dev (``--test-file``); a relative path: from the working directory, else ``data_dir``,
+    #: else the data set's folder
     test: str | None = None
     #: also report every metric on the evaluation rows whose text does not occur in the training split
     dedup_eval: bool = False
@@ -208,9 +209,10 @@ class Task:
             return None
         path = Path(self.options.test).expanduser()
         if not path.is_absolute() and not path.exists():
-            folder = self.data_folder()
-            if folder is not None and (folder / path).exists():
-                path = folder / path
+            for folder in (self.options.data_dir, self.data_folder()):
+                if folder is not None and (Path(folder) / path).exists():
+                    path = Path(folder) / path
+                    break
         if not path.is_file():
             raise FileNotFoundError(f"{path}: task.test: no such file (a labelled file in the {self.name} format)")
         return path

@@ -52,7 +52,7 @@ def tiny(tmp_path_factory):
     return config
 
 
-def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch):
+def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch, capsys):
     import distill.trainer as trainer
     from distill.schema import to_dict
     from experiments.runner import Runner
@@ -62,7 +62,8 @@ def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch)
 
     def recording_train(student, tok, task, train_ex, dev_ex, config, out_dir, teachers=(), resume=False):
         teacher_state = {k: v.numpy().copy() for k, v in teachers[0][0].state_dict().items()} if teachers else {}
-        calls.append({"out": Path(out_dir).name, "config": to_dict(config), "n_train": len(train_ex),
+        calls.append({"out": Path(out_dir).name if out_dir is not None else None, "config": to_dict(config),
+                      "n_train": len(train_ex),
                       "n_dev": len(dev_ex), "teacher": teacher_state})
         return real_train(student, tok, task, train_ex, dev_ex, config, out_dir, teachers=teachers, resume=resume)
 
@@ -74,9 +75,9 @@ def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch)
     runner.run()
 
     # the control of each training step is trained exactly as the step trains its compressed copy
-    by_out = {c["out"]: c for c in calls}
-    for step, work in (("width_prune", ".width_prune.recover"), ("qat", ".qat.qat")):
-        mine, control = by_out[work], by_out[f".{step}.control"]
+    # (train calls in stage order: teacher, student, width_prune, its control, qat, its control)
+    assert [c["out"] for c in calls][3::2] == [".width_prune.control", ".qat.control"]
+    for mine, control in ((calls[2], calls[3]), (calls[4], calls[5])):
         assert control["config"] == mine["config"] and control["n_train"] == mine["n_train"]
         assert control["n_dev"] == mine["n_dev"]
         assert control["teacher"].keys() == mine["teacher"].keys()
@@ -114,6 +115,18 @@ def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch)
     assert ev.endswith(f"| {n['dev']:,} / {n['test']:,} / {n['dev_dedup']:,} / {n['test_dedup']:,} |")
     comp = written["compression_csv"].read_text().splitlines()
     assert any("compressed.width_prune" in l and "step - control" in l for l in comp)
+
+    # tinydistill evaluate: dev next to the test file, the rows unseen in train, and the gaps
+    from experiments.cli import main
+
+    capsys.readouterr()
+    test_file = cfg.task.options.test
+    assert main(["evaluate", str(runner.run_dir / "student" / "best"), "--test-file", test_file, "--dedup"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {k: v["examples"] for k, v in out["sets"].items()} == {s: n[s] for s in ("dev", "test", "dev_dedup",
+                                                                                    "test_dedup")}
+    assert out["sets"]["test"]["metrics"]["sentence_accuracy"] == metrics["student.test.sentence_accuracy"]["value"]
+    assert "sentence_accuracy" in out["gap_dev_minus_test"] and "gap_dev_minus_dev_dedup" in out
 
 
 def test_run_ids_ignore_evaluation_only_options_at_defaults(tiny, tmp_path):
