@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=_at_least(1), default=1, metavar="N", help="parallel worker processes")
     _add_data_dir(p)
     p.add_argument("--out", default="runs", metavar="DIR")
+    p.add_argument("--list-cells", action="store_true",
+                   help="print the grid's cells, one per line (index, run id, labels, done|todo), and exit")
+    p.add_argument("--cell", action="append", metavar="K", help="run only cell K (0-based; repeatable)")
+    p.add_argument("--cells", action="append", metavar="K-M",
+                   help="run only cells K..M (inclusive; also K,L,M-N): one worker of a sweep over machines")
 
     p = sub.add_parser("report", help="tables (md/csv/latex) and plots from a runs directory")
     p.add_argument("runs_dir", metavar="RUNS_DIR")

@@ -159,7 +159,11 @@ def compression_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list
             d_in = paired_diff(step, row.per_seed(f"{prev}.dev.{m}"), test=False)
             control = row.per_seed(f"control.{label}.dev.{m}") if kind == "compressed" else {}
             trains = _trains(row.records[0], label) if kind == "compressed" else False
-            if control:
+            applied = list(row.per_seed(f"{variant}.applied").values())
+            if applied and not any(applied):
+                d_comp, basis = Gain(), "not applied"
+                comp = "not applied (model carried through unchanged)"
+            elif control:
                 d_comp, basis = paired_diff(step, control, test=True), "step - control"
                 comp = _fmt_diff(d_comp) + (f", p={d_comp.p_value:.3f}" if d_comp.p_value is not None else "")
             elif trains:

@@ -19,13 +19,11 @@ its last checkpoint).  Teachers are keyed by (task, teacher section, seed) and t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
 from distill.schema import ConfigError, to_dict
@@ -41,18 +39,6 @@ TEACHERS_DIR = "_teachers"
 
 def short_name(name: str) -> str:
     return name.replace("ernie-3.0-tiny-", "").replace("-v2-zh", "").replace("-zh", "")
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock (blocks until free); released when the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _hash_view(raw: dict, data: dict) -> dict:
@@ -220,7 +206,7 @@ class Runner:
     def run(self) -> str:
         """Run the missing stages; returns ``"skipped"`` (all done already) or ``"done"``."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.run_dir / ".lock"):
+        with self.store.lock(f"run-{self.run_id}", log=self._log_prefixed):  # one process per run, any machine
             if self.finished():
                 self.log(f"{self.prefix}{self.run_id}: finished already ({self.run_dir})")
                 return "skipped"
@@ -256,6 +242,9 @@ class Runner:
                                                  "finished_at": time.time(), "metrics": metrics})
                 self.log(f"{tag}: done in {seconds:.1f}s{self._summary(metrics)}")
             return "done"
+
+    def _log_prefixed(self, message: str) -> None:
+        self.log(f"{self.prefix}{message}")
 
     def run_teachers(self) -> None:
         """Only the teacher stages (the first phase of a sweep)."""
@@ -321,7 +310,7 @@ class Runner:
     def _ensure_teacher(self, i: int) -> dict:
         shared = self._teacher_dir(i)
         done = shared / ".done.json"
-        with file_lock(shared.parent / f".{shared.name}.lock"):
+        with self.store.lock(f"teacher-{shared.name}", log=self._log_prefixed):  # trained once, any machine
             if not done.is_file():
                 t0 = time.time()
                 name = self.cfg.all_teachers[i].name

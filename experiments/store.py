@@ -13,8 +13,11 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
+import threading
 import time
+import uuid
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -85,6 +88,13 @@ class ResultStore:
 
     def has(self, run_id: str) -> bool:
         return self._file(run_id).is_file()
+
+    def lock(self, name: str, **kwargs) -> "StoreLock":
+        """``with store.lock("teacher-<key>"):`` one holder at a time over every machine sharing the store
+        (``<store>/.locks/<name>.lock``; see ``StoreLock``)."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"invalid lock name {name!r}")
+        return StoreLock(self.path / LOCKS_DIRNAME / f"{name}.lock", **kwargs)
 
     def __iter__(self) -> Iterator[dict]:
         return iter(self.records())
@@ -166,3 +176,197 @@ def flatten_metrics(prefix: str, values: Any, units: dict[str, str] | None = Non
 
 def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, indent=2)
+
+
+# ----------------------------------------------------------------------------------------------
+# locks: mutual exclusion between processes on any machines that share the store's file system
+
+LOCKS_DIRNAME = ".locks"
+STALE_ENV, HEARTBEAT_ENV = "TINYDISTILL_LOCK_STALE_S", "TINYDISTILL_LOCK_HEARTBEAT_S"
+
+
+def _host() -> str:
+    """This host as a lock holder: host name plus pid namespace (containers sharing a host name, e.g.
+    ``--network host``, have their own pids)."""
+    try:
+        return f"{socket.gethostname()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return socket.gethostname()
+
+
+class StoreLock:
+    """An exclusive lock file that other machines see and that a crashed holder does not keep.
+
+    ``fcntl.flock`` is not used: on network file systems it is either local to one client or
+    unsupported (Lustre without ``-o flock``, s3fs/gcsfuse, some SMB mounts), which is where a sweep
+    spread over machines keeps its store.  Instead the holder creates the file with ``link()`` (atomic
+    with complete content, also on NFS), writes ``{token, pid, host, start, since}`` into it and touches
+    it every ``heartbeat`` seconds from a daemon thread.  A waiter takes the lock over when its holder is
+    gone: on the same host, the pid no longer runs (or is a different process: its start time differs);
+    on any host, no heartbeat for ``stale_after`` seconds, measured on the file system's clock (a file
+    the waiter touches there), so clocks of different machines need not agree.  Breaking a stale lock
+    is itself serialised by ``<lock>.break`` and re-checked under it, so two waiters never remove a
+    lock that a third has just taken.  A holder that is merely slow keeps heartbeating and is never
+    broken; a suspended one (SIGSTOP, a frozen VM) for longer than ``stale_after`` is, and warns when it
+    wakes up (``lost``).
+    """
+
+    def __init__(self, path: str | os.PathLike, stale_after: float | None = None, heartbeat: float | None = None,
+                 poll: float = 0.5, timeout: float | None = None, log=None):
+        self.path = Path(path)
+        self.stale_after = float(stale_after if stale_after is not None else os.environ.get(STALE_ENV, 120))
+        self.heartbeat = float(heartbeat if heartbeat is not None
+                               else os.environ.get(HEARTBEAT_ENV, max(0.05, min(10.0, self.stale_after / 6))))
+        self.poll, self.timeout, self.log = poll, timeout, log or (lambda message: None)
+        self.token: str | None = None
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- identity and staleness ---------------------------------------------------------------
+    @staticmethod
+    def _start_time(pid: int) -> str | None:
+        """Start time of ``pid`` (clock ticks since boot; Linux), None if unknown or not running."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2:].split()
+        return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has finished
+
+    def _holder(self) -> tuple[dict | None, float] | None:
+        """(holder info or None if unreadable, mtime) of the lock file; None when there is none."""
+        try:
+            mtime = self.path.stat().st_mtime
+            info = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None, mtime
+        return (info if isinstance(info, dict) else None), mtime
+
+    def _fs_now(self) -> float:
+        probe = self.path.parent / f".clock-{socket.gethostname()}-{os.getpid()}-{threading.get_ident()}"
+        probe.touch()
+        os.utime(probe, None)  # NULL times: the file server's clock on NFS
+        now = probe.stat().st_mtime
+        probe.unlink(missing_ok=True)
+        return now
+
+    def stale_reason(self, info: dict | None, mtime: float) -> str | None:
+        """Why the lock held by ``info`` (last touched at ``mtime``) is stale, or None if it is not."""
+        if info and info.get("host") == _host() and isinstance(info.get("pid"), int):
+            pid = info["pid"]
+            if Path("/proc").is_dir():  # Linux: also tells a reused pid (other start time) and a zombie
+                start = self._start_time(pid)
+                if start is None or (info.get("start") and start != info["start"]):
+                    return f"pid {pid} on this host has exited"
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return f"pid {pid} on this host has exited"
+                except PermissionError:
+                    pass
+        age = self._fs_now() - mtime
+        if age > self.stale_after:
+            return f"no heartbeat for {age:.0f}s (> {self.stale_after:g}s)"
+        return None
+
+    @staticmethod
+    def describe(info: dict | None) -> str:
+        if not info:
+            return "an unknown holder"
+        host = str(info.get("host")).split("/")[0]
+        return f"pid {info.get('pid')} on {host} since {time.strftime('%H:%M:%S', time.localtime(info.get('since', 0)))}"
+
+    # -- acquire / release --------------------------------------------------------------------
+    def _try_create(self) -> bool:
+        token = uuid.uuid4().hex
+        info = {"token": token, "pid": os.getpid(), "host": _host(),
+                "start": self._start_time(os.getpid()), "since": time.time()}
+        tmp = self.path.parent / f".{self.path.name}.{token}.tmp"
+        tmp.write_text(json.dumps(info), encoding="utf-8")
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # NFS may report a failed link() that did happen: the link count tells
+            if tmp.stat().st_nlink != 2:
+                return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.token = token
+        return True
+
+    def _break(self, info: dict | None, mtime: float, reason: str) -> None:
+        guard = self.path.with_name(self.path.name + ".break")
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:  # another waiter is breaking it; a guard left by a crashed one expires
+            try:
+                if self._fs_now() - guard.stat().st_mtime > self.stale_after:
+                    guard.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return
+        try:
+            now = self._holder()
+            if now is not None and now[0] == info and now[1] == mtime and self.stale_reason(*now):
+                self.path.unlink(missing_ok=True)
+                self.log(f"lock {self.path.name}: took over from {self.describe(info)}: {reason}")
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def acquire(self) -> "StoreLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        waiting_for = None
+        while not self._try_create():
+            holder = self._holder()
+            if holder is None:
+                continue
+            info, mtime = holder
+            reason = self.stale_reason(info, mtime)
+            if reason:
+                self._break(info, mtime, reason)
+                continue
+            if waiting_for != (info or {}).get("token"):
+                waiting_for = (info or {}).get("token")
+                self.log(f"lock {self.path.name}: waiting for {self.describe(info)}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path}: still held by {self.describe(info)} after {self.timeout:g}s")
+            time.sleep(self.poll)
+        self.lost = False
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            holder = self._holder()
+            if holder is None or (holder[0] or {}).get("token") != self.token:
+                self.lost = True
+                self.log(f"lock {self.path.name}: WARNING: lost (taken over after a missed heartbeat)")
+                return
+            try:
+                os.utime(self.path, None)
+            except FileNotFoundError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        holder = self._holder()
+        if holder is not None and (holder[0] or {}).get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+        self.token = None
+
+    def __enter__(self) -> "StoreLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -6,6 +6,14 @@ once under ``<out>/<name>/_teachers/`` and linked into every run that uses it, s
 recipes of a sweep are compared against the very same teacher.  With ``--jobs N`` the distinct
 teachers are trained first (in parallel), then the students; finished runs are skipped, so a sweep can
 be re-run after an interruption (or extended with more seeds) and only does the missing work.
+
+Many machines: ``--list-cells`` prints the grid, one cell per line (index, run id, labels, status), and
+``--cell K`` / ``--cells K-M`` runs only those cells, so any scheduler (a SLURM job array, Kubernetes
+indexed jobs, Ray or Dask tasks) can spread one sweep over machines that share the output directory.
+The indices are positions in the grid of that config (and ``--set`` overrides): every worker must be
+given the same ones.  Each run holds a lock in the store while it runs and each shared teacher is
+trained under its own (``experiments.store.StoreLock``: lock files that survive a crashed holder), so
+overlapping selections and re-runs of a killed worker are safe and a teacher is trained once.
 """
 from __future__ import annotations
 
@@ -126,12 +134,44 @@ def _map(jobs: list, n: int):
             yield future.result()
 
 
-def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,
-              log=print) -> dict[str, list[str]]:
-    """Run every cell of the grid; returns run ids by status (``done``, ``skipped``, ``failed``)."""
+def parse_cells(specs: list[str], n: int) -> list[int]:
+    """``["3", "5-7", "0,2"]`` -> sorted distinct cell indices, each checked against the grid size ``n``."""
+    chosen: set[int] = set()
+    for spec in specs:
+        for part in str(spec).split(","):
+            part = part.strip()
+            lo, sep, hi = part.partition("-")
+            try:
+                first, last = (int(lo), int(hi)) if sep else (int(part), int(part))
+            except ValueError:
+                raise ConfigError(f"--cell/--cells: expected K, K-M or a comma list of them, got {spec!r}") from None
+            if first > last or first < 0 or last >= n:
+                raise ConfigError(f"--cell/--cells {part}: the grid has cells 0-{n - 1}")
+            chosen.update(range(first, last + 1))
+    return sorted(chosen)
+
+
+def list_cells(cfg: ExperimentConfig, out: str | Path, data_dir: str | None = None) -> list[str]:
+    """One line per cell, tab-separated: index, run id, teacher, student, recipe, seed, done|todo."""
     from experiments.runner import Runner
 
-    cells = expand(cfg)
+    lines = []
+    for k, cell in enumerate(expand(cfg)):
+        runner = Runner(cell.config, cell.seed, out_root=str(out), data_dir=data_dir, resume=True)
+        lines.append("\t".join([str(k), runner.run_id, cell.labels["teacher"], cell.labels["student"],
+                                cell.labels["recipe"], f"seed={cell.seed}",
+                                "done" if runner.finished() else "todo"]))
+    return lines
+
+
+def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,
+              log=print, cells: list[int] | None = None) -> dict[str, list[str]]:
+    """Run every cell of the grid (or only the cells with these indices); returns run ids by status
+    (``done``, ``skipped``, ``failed``)."""
+    from experiments.runner import Runner
+
+    grid = expand(cfg)
+    cells = grid if cells is None else [grid[k] for k in cells]
     out = str(out)
     result: dict[str, list[str]] = {"done": [], "skipped": [], "failed": []}
     pending = []
@@ -141,7 +181,8 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
             result["skipped"].append(runner.run_id)
         else:
             pending.append((cell, runner))
-    log(f"sweep {cfg.name}: {len(cells)} runs ({len(result['skipped'])} already finished, "
+    log(f"sweep {cfg.name}: {len(cells)} runs{'' if len(cells) == len(grid) else f' of {len(grid)}'} "
+        f"({len(result['skipped'])} already finished, "
         f"{len(pending)} to do), {jobs} job(s), output {Path(out) / cfg.name}")
     # phase 1: every distinct teacher once (keyed by its hash), so students never race to train it
     teacher_jobs, seen = [], set()
@@ -173,6 +214,11 @@ def cli_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, test_file_override(args))
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-    result = run_sweep(cfg, args.out, jobs=args.jobs, data_dir=args.data_dir)
+    if getattr(args, "list_cells", False):
+        print("\n".join(list_cells(cfg, args.out, data_dir=args.data_dir)))
+        return 0
+    specs = list(getattr(args, "cell", None) or []) + list(getattr(args, "cells", None) or [])
+    cells = parse_cells(specs, len(expand(cfg))) if specs else None
+    result = run_sweep(cfg, args.out, jobs=args.jobs, data_dir=args.data_dir, cells=cells)
     print(f"report: tinydistill report {Path(args.out) / cfg.name} --plots")
     return 1 if result["failed"] else 0

@@ -199,3 +199,20 @@ def test_report_compression_delta_uses_the_control(tmp_path):
     md = report.write_report(tmp_path, plots=False)["md"].read_text()
     assert "n/a: the step trains and has no control" in next(l for l in md.splitlines()
                                                               if "| compressed.width_prune |" in l)
+    # a step that did not apply (e.g. width_prune on a Bi-LSTM) says so
+    for r in store.records():
+        r["metrics"].update(flatten_metrics("compressed.width_prune", {"applied": {"value": 0, "unit": "bool"}}))
+        store.put(r)
+    assert "not applied" in next(l for l in report.write_report(tmp_path, plots=False)["md"].read_text().splitlines()
+                                 if "| compressed.width_prune | student |" in l)
+
+
+def test_test_file_flag_sets_task_test():
+    from experiments.cli import build_parser
+    from experiments.runner import test_file_override
+
+    for cmd in ("run", "sweep"):
+        args = build_parser().parse_args([cmd, "c.yaml", "--set", "a=1", "--test-file", "t.tsv"])
+        assert test_file_override(args) == ["a=1", f"task.test={Path.cwd() / 't.tsv'}"]
+    args = build_parser().parse_args(["evaluate", "dir", "--test-file", "t.tsv", "--dedup"])
+    assert args.test_file == "t.tsv" and args.dedup
