@@ -428,7 +428,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
               "scipy.stats.ttest_rel. Teacher - no-KD student = the teacher's dev metric minus that baseline's "
               "(KD rows). Trained steps (epochs) = what the student's trainer actually ran.", "",
               to_markdown(header, cells)]
-        md += [w + "\n" for w in protocol.teacher_warnings(rows)]
+        md += [w + "\n" for w in protocol.teacher_warnings(rows) + protocol.budget_notes(rows)]
         for _, title, note, (h, c, _) in extra:
             md += [f"## {title}", "", note, "", to_markdown(h, c)]
         md += [f"![{p.stem}]({p.name})" for p in pngs]

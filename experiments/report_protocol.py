@@ -67,6 +67,20 @@ def teacher_warnings(rows: list[Row]) -> list[str]:
 
 
 # -- training budget ----------------------------------------------------------------------------------
+def budget_notes(rows: list[Row]) -> list[str]:
+    """One sentence per row whose student (or teacher) ended at its step budget rather than at a dev plateau."""
+    out = []
+    for row in rows:
+        for who in ("student", "teacher"):
+            early = row.per_seed(f"{who}.stopped_early")
+            capped = [s for s, v in early.items() if not v]
+            if early and capped:
+                out.append(f"**Note:** in `{row.recipe}` the {who} ended at its step budget (epochs / max_steps), "
+                           f"not at a dev plateau, in {len(capped)} of {len(early)} seed(s) (seeds "
+                           f"{', '.join(map(str, capped))}); more training may change its numbers.")
+    return out
+
+
 def training_cell(row: Row, variant: str = "student") -> str:
     """``steps (epochs ep[, early stop k/n])`` averaged over seeds; ``-`` for records without the facts."""
     steps = list(row.per_seed(f"{variant}.train_steps").values())

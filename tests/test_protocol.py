@@ -165,6 +165,13 @@ def test_report_warns_when_the_teacher_is_weaker_than_the_no_kd_student(tmp_path
     assert "teacher - no-KD student (pp)" in header and "student trained steps (epochs)" in header
     line = next(l for l in md.splitlines() if "| logits_kd |" in l)
     assert "-6.40 ± 0.00 (n=2)" in line and "150 (1.00 ep, early stop 2/2)" in line
+    assert "budget" not in md  # every seed stopped early
+    store.put(dict(_record("no_kd", 3, 81.2, 87.0, False), run_id="capped"))
+    rec = store.get("capped")
+    rec["metrics"]["student.stopped_early"]["value"] = 0
+    store.put(rec)
+    assert "**Note:** in `no_kd` the student ended at its step budget (epochs / max_steps), not at a dev plateau, " \
+           "in 1 of 3 seed(s) (seeds 3)" in report.write_report(tmp_path, plots=False)["md"].read_text()
     assert "**Warning:** in `logits_kd` the teacher `ernie-3.0-tiny-pico-v2-zh` (dev accuracy 81.20 %) is not " \
            "better than the `bilstm` trained without KD (`no_kd`, 87.60 %)" in md
 
