@@ -6,9 +6,9 @@
 
 By default an ONNX export runs on the ``onnxruntime-c`` backend (``compress/ort_capi.py``), so the server
 process imports neither paddle nor numpy nor the onnxruntime package; other formats run on their own
-runtime (``--backend`` overrides).  Concurrent requests are micro-batched: a worker takes the first
-queued request, waits up to ``--batch-window-ms`` for more and runs them as one model call of at most
-``--max-batch`` texts (``--max-batch 1``: no batching).  Errors are one-line JSON ``{"error": ...}``:
+runtime (``--backend`` overrides).  Concurrent requests are micro-batched: a worker takes the queued
+requests, waits up to ``--batch-window-ms`` for those being read at that moment and runs them as one
+model call of at most ``--max-batch`` texts (``--max-batch 1``: no batching).  Errors are one-line JSON ``{"error": ...}``:
 4xx for the client's input (bad JSON, no ``texts``, an empty list, too many texts, a text or body too
 long), 503 when overloaded or shutting down, 504 when the model takes longer than ``--timeout``, 500 when
 the model fails (only the failing request's texts: a failed batch is re-run request by request).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import signal
 import sys
@@ -51,8 +52,11 @@ class Batcher:
     """Micro-batching of concurrent requests over ``len(runners)`` inference worker threads.
 
     ``runners[i](texts) -> results`` is worker i's model call (several workers may share one thread-safe
-    predictor).  A worker takes the oldest job, then waits up to ``window_s`` for more until the batch
-    would exceed ``max_batch`` texts; a job larger than ``max_batch`` runs alone (the runner chunks it).
+    predictor).  A worker takes the oldest job and what else is queued, up to ``max_batch`` texts; while a
+    request is still being read or parsed (``arriving``) it waits for it, at most ``window_s``.  It never
+    waits for requests that have not arrived: with closed-loop clients that are all in the batch already,
+    a fixed window would only add its length to every call.  A job larger than ``max_batch`` runs alone
+    (the runner chunks it).
     At most ``max_queued`` texts wait; beyond that ``submit`` refuses (503) instead of queueing without end.
     """
 
@@ -62,6 +66,7 @@ class Batcher:
         self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
+        self._arriving = 0  # requests being read or parsed: the only ones worth waiting for
         self.batches = self.batched_texts = 0
         self._threads = [threading.Thread(target=self._loop, args=(run,), name=f"infer-{i}", daemon=True)
                          for i, run in enumerate(runners)]
@@ -71,6 +76,19 @@ class Batcher:
     @property
     def queued_texts(self) -> int:
         return self._queued
+
+    @contextlib.contextmanager
+    def arriving(self):
+        """Around reading, parsing and submitting one request: while any is in there, a worker with room
+        left in its batch waits (up to the window) for it; otherwise it runs at once."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
 
     def submit(self, texts: list[str]) -> _Job:
         job = _Job(texts)
@@ -100,7 +118,7 @@ class Batcher:
                         batch.append(job)
                         n += len(job.texts)
                 left = deadline - time.monotonic()
-                if n >= self.max_batch or self._queue or left <= 0 or self._closed:
+                if n >= self.max_batch or self._queue or left <= 0 or self._closed or not self._arriving:
                     return batch
                 self._cond.wait(left)
 
@@ -220,8 +238,9 @@ class Service:
         while self.inflight and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def predict(self, body: bytes) -> dict:
-        job = self.batcher.submit(self.parse(body))
+    def predict(self, read_body) -> dict:
+        with self.batcher.arriving():
+            job = self.batcher.submit(self.parse(read_body()))
         if not job.done.wait(self.timeout_s):
             job.abandoned = True
             raise HTTPError(504, f"the model did not answer within {self.timeout_s:g}s")
@@ -249,6 +268,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
     timeout = 30  # seconds a connection may sit idle or half-sent before its thread lets it go
     server_version = "tinydistill-serve"
+    # headers and body are separate writes: with Nagle's algorithm on, the body waits for the client's delayed
+    # ACK (~40 ms on Linux) on every kept-alive response
+    disable_nagle_algorithm = True
     service: Service  # set on the subclass make_server builds
 
     def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
@@ -309,7 +331,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 raise HTTPError(404 if self.path.split("?", 1)[0] not in ("/health", "/metadata") else 405,
                                 f"POST {self.path}: not found (POST /predict, GET /health, GET /metadata)")
-            self._send(200, self.service.predict(self._body()))
+            self._send(200, self.service.predict(self._body))
         except HTTPError as exc:
             self._error(exc)
         finally:
@@ -420,7 +442,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=32,
                    help="most texts in one model call, merged from concurrent requests (default 32; 1: no batching)")
     p.add_argument("--batch-window-ms", type=float, default=2.0,
-                   help="how long a worker waits for more requests to batch (default 2 ms)")
+                   help="longest wait of a worker for requests being read, to batch them (default 2 ms)")
     p.add_argument("--max-texts", type=int, default=64, help="most texts per request (default 64)")
     p.add_argument("--max-text-chars", type=int, default=512, help="longest text in characters (default 512)")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body (default 1 MiB)")

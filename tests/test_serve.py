@@ -165,14 +165,22 @@ def test_batcher_groups_isolates_failures_and_refuses_overload():
             raise RuntimeError("model broke")
         return [{"text": t} for t in texts]
 
-    b = Batcher([run], max_batch=4, window_s=0.05)
-    jobs = [b.submit(t) for t in (["a"], ["boom"], ["c", "d"])]
+    t0 = time.monotonic()
+    b = Batcher([run], max_batch=4, window_s=5.0)
+    with b.arriving():  # a request still being read: the worker holding "a" waits for it (not for 5 s)
+        jobs = [b.submit(t) for t in (["a"], ["boom"])]
+        time.sleep(0.05)
+        jobs.append(b.submit(["c", "d"]))
     assert all(j.done.wait(5) for j in jobs)
     assert calls[0] == ["a", "boom", "c", "d"]  # one model call for the three requests ...
+    assert jobs[2].done.wait(0) and time.monotonic() - t0 < 2
     assert jobs[0].result == [{"text": "a"}] and jobs[2].result == [{"text": "c"}, {"text": "d"}]
     assert isinstance(jobs[1].error, RuntimeError) and jobs[1].result is None  # ... only the bad one fails
     big = b.submit(list("abcdefgh"))  # larger than max_batch: runs alone, the runner chunks it
     assert big.done.wait(5) and len(big.result) == 8
+    t0 = time.monotonic()
+    alone = b.submit(["e"])  # nothing else arriving: runs at once, the 5 s window is not waited out
+    assert alone.done.wait(2) and time.monotonic() - t0 < 1
     b.close()
     with pytest.raises(HTTPError) as exc:
         b.submit(["x"])
