@@ -634,11 +634,21 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+#: distill settings that change how fast or how visibly a run trains, not its result
+EXECUTION_KEYS = ("threads", "progress", "log_every", "teacher_cache", "cache_dir")
+
+
 def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name", "recipe"),
                 seedless: bool = False) -> str:
     """Stable hash of what determines a run's results (the resolved config without labels and seeds).
     ``seedless``: also ignore the training seeds (``distill.seed``, ``teacher.train.seed``)."""
     body = copy.deepcopy({k: v for k, v in raw.items() if k not in drop})
+    # how a run executes, not what it computes: not part of its identity (a resumed or moved run keeps its id)
+    for section in [body.get("distill")] + [t.get("train") for t in
+                                             ([body.get("teacher")] + list(body.get("teachers") or [])) if t]:
+        if isinstance(section, dict):
+            for key in EXECUTION_KEYS:
+                section.pop(key, None)
     if seedless:
         for section in [body.get("distill")] + [t.get("train") for t in
                                                  ([body.get("teacher")] + list(body.get("teachers") or [])) if t]:

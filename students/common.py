@@ -106,4 +106,6 @@ def register(spec: StudentSpec) -> StudentSpec:
     build.__name__ = f"build_{spec.name}"
     build.__doc__ = spec.summary
     STUDENTS.add(spec.name, build, summary=spec.summary, describe=spec.describe, options=spec.option_types())
+    from teachers import TEACHERS
+    TEACHERS.add(spec.name, build, summary=spec.summary, describe=spec.describe, options=spec.option_types())
     return spec

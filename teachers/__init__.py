@@ -6,4 +6,6 @@ to a builder ``build(heads, init="scratch", vocab_size=None, **options) -> model
 """
 from distill.registry import Registry
 
-TEACHERS = Registry("teacher", modules=("teachers.ernie",))
+# The Bi-LSTM and TextCNN register here too: any trained model can teach, e.g. the members of an ensemble of
+# independently trained small models (Tang et al.'s protocol without a pretrained teacher).
+TEACHERS = Registry("teacher", modules=("teachers.ernie", "students.bilstm", "students.textcnn"))
