@@ -57,10 +57,12 @@ def trains(step: str, params: Any) -> bool:
     return training_config(step, params, StepContext()) is not None
 
 
-def run_control(step: str, in_dir, out_dir, params: Any, ctx) -> dict:
+def run_control(step: str, in_dir, out_dir, params: Any, ctx, max_steps: int | None = None) -> dict:
     """Train ``in_dir`` uncompressed as step ``step`` would train its compressed copy; write the best
-    checkpoint to ``out_dir`` (a model directory).  Returns ``{"dev", "train_steps", "best_step",
-    "stopped_early", "num_train_examples", "batch_size", "epochs_planned", "max_steps"}``."""
+    checkpoint to ``out_dir`` (a model directory).  ``max_steps``: the steps the step itself trained, where
+    known (the control then trains exactly as many, whatever stopped the step).  Returns ``{"dev",
+    "train_steps", "best_step", "stopped_early", "num_train_examples", "batch_size", "epochs_planned",
+    "max_steps"}``."""
     from compress.evaluation import require_float, task_and_data
     from distill.trainer import train
     from teachers.base import load_model_dir, save_model_dir
@@ -68,6 +70,10 @@ def run_control(step: str, in_dir, out_dir, params: Any, ctx) -> dict:
     cfg = training_config(step, params, ctx)
     if cfg is None:
         raise ValueError(f"compress.{step}: does not train, so it has no control")
+    if max_steps is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, max_steps=max_steps, early_stopping_patience=None)
     require_float(in_dir, step)
     model, tok, manifest = load_model_dir(in_dir)
     task, train_ex, dev_ex = task_and_data(manifest, ctx)

@@ -440,13 +440,18 @@ class Runner:
         (compress/controls.py), uncompressed; ``Δ compression = step - control`` in reports."""
         from compress.controls import run_control
 
-        applied = read_json(self._marker(f"compress.{label}")).get("metrics", {}).get(f"compressed.{label}.applied")
+        done = read_json(self._marker(f"compress.{label}")).get("metrics", {})
+        applied = done.get(f"compressed.{label}.applied")
         if applied is not None and not applied["value"]:
             self.log(f"  control.{label}: the step did not apply; no control")
             return {}
+        # where the step's report says how many steps it trained, the control trains exactly as many
+        steps = next((m["value"] for k, m in done.items() if k in (f"compressed.{label}.recovery.steps",
+                                                                  f"compressed.{label}.training.steps")), None)
         step = self.cfg.compress[i]
         out_dir = self.run_dir / "controls" / label
-        report = run_control(step.step, self._last_model_dir(upto_step=i), out_dir, step.params, self.step_context())
+        report = run_control(step.step, self._last_model_dir(upto_step=i), out_dir, step.params, self.step_context(),
+                             max_steps=int(steps) if steps else None)
         metrics = {**control_facts(report), "size_mb": _mb(out_dir), **self._more_sets(out_dir)}
         return flatten_metrics(f"control.{label}", metrics)
 
