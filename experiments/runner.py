@@ -315,6 +315,7 @@ class Runner:
                 t0 = time.time()
                 name = self.cfg.all_teachers[i].name
                 self.log(f"{self.prefix}teacher {name} (seed {self.seed}): training -> {shared}")
+                clean_stale_temporaries(shared)  # left by a killed fine-tuning (we hold its lock)
                 metrics = self._train_teacher(i, shared)
                 write_json(done, {"seconds": round(time.time() - t0, 3), "metrics": metrics,
                                   "teacher": self.raw.get("teacher") if i == 0 else None})
