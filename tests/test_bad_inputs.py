@@ -382,3 +382,19 @@ def test_atomic_writes_are_readable_by_others_and_clean_up(tmp_path):
     removed = clean_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == [".metrics.json.x2.tmp", ".onnx.x1.tmp"]
     assert not list(tmp_path.rglob(".*.tmp")) and (tmp_path / "model" / "manifest.json").is_file()
+
+
+def test_sweep_counts_runs_finished_elsewhere_as_skipped(tmp_path, monkeypatch):
+    """A run another worker finished between the sweep's check and its turn returns "skipped": the summary
+    must say so instead of counting it as done."""
+    import experiments.sweep as sweep
+    from experiments.config import load_config
+
+    (tmp_path / "c.yaml").write_text(TINY_RUN + "seeds: [1, 2]\n", encoding="utf-8")
+    cfg = load_config(tmp_path / "c.yaml")
+    monkeypatch.setattr(sweep, "_map", lambda jobs, n: iter((f"run{i}", "skipped", "") for i, _ in enumerate(jobs)))
+    lines: list[str] = []
+    result = sweep.run_sweep(cfg, tmp_path / "runs", data_dir=str(write_chnsenticorp(tmp_path / "d")),
+                             log=lines.append)
+    assert result["skipped"] == ["run0", "run1"] and result["done"] == []
+    assert "0 done, 2 skipped, 0 failed" in lines[-1]
