@@ -53,3 +53,21 @@ def mix_logits(per_teacher: list[dict[str, np.ndarray]], cfg: MixingConfig,
         w = w.reshape(w.shape + (1,) * (stack.ndim - 2))
         out[head] = (stack * w).sum(0).astype("float32")
     return out
+
+
+def evaluate_mixture(teachers, task, examples, cfg: MixingConfig, batch_size: int = 256) -> dict:
+    """Metrics of the teachers' mixed logits (what a multi-teacher run distils from) on ``examples``:
+    the accuracy of the teacher *ensemble*, which is the figure to set against the student's.  Token heads
+    are mixed position by position, so they need every teacher to tokenise alike."""
+    from distill.batching import encode_examples, predict_logits, stack_logits
+
+    heads = task.heads()
+    per_teacher, encoded = [], None
+    for model, tok in teachers:
+        enc = encode_examples(task, examples, tok)
+        encoded = encoded or enc
+        per_teacher.append(stack_logits(predict_logits(model, task, enc, tok.pad_token_id, batch_size), heads))
+    for head in heads:
+        if head.kind == "token" and len({t[head.name].shape for t in per_teacher}) > 1:
+            raise ValueError(f"head {head.name!r}: the teachers tokenise differently; token heads cannot be mixed")
+    return task.compute_metrics(mix_logits(per_teacher, cfg), encoded)

@@ -125,3 +125,16 @@ def test_threads_setting_reaches_paddle():
     assert set_cpu_threads(1) == 1
     assert set_cpu_threads(None) == available_cores() >= 1
     set_cpu_threads(1)
+
+
+def test_mixture_of_teachers_is_evaluated_as_the_ensemble(data_dir):
+    from distill.config import MixingConfig
+    from distill.multiteacher import evaluate_mixture
+    from distill.trainer import evaluate
+
+    task, tok, teacher, student, tr, dev = _tiny(data_dir, n_dev=64)
+    alone = evaluate(teacher, tok, task, dev)
+    # a model mixed with itself is that model; with another model, weight 0 on it changes nothing
+    assert evaluate_mixture([(teacher, tok), (teacher, tok)], task, dev, MixingConfig()) == pytest.approx(alone)
+    assert evaluate_mixture([(teacher, tok), (student, tok)], task, dev,
+                            MixingConfig(weights=[1.0, 0.0])) == pytest.approx(alone)
