@@ -210,17 +210,23 @@ def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[st
         margin = teacher_margin(row, rows)
         steps = mean_std(list(row.per_seed("student.train_steps").values()))[0]
         epochs = mean_std(list(row.per_seed("student.train_epochs").values()))[0]
+        t_steps = mean_std(list(row.per_seed("teacher.train_steps").values()))[0]
+        t_epochs = mean_std(list(row.per_seed("teacher.train_epochs").values()))[0]
         ident = [row.task, row.teacher, row.student, row.recipe, str(len(row.records))]
-        cells.append(ident + [_fmt(teacher), _fmt_diff(margin), _fmt(student), training_cell(row), _fmt_gain(gain),
+        cells.append(ident + [_fmt(teacher), training_cell(row, "teacher"), _fmt_diff(margin), _fmt(student),
+                              training_cell(row), _fmt_gain(gain),
                               final, _fmt(final_acc), _fmt(size), _fmt(student_lat, 3), _fmt(lat, 3)])
-        raw.append(ident + [teacher[0], teacher[1], margin.mean, student[0], student[1], steps, epochs, gain.mean,
+        raw.append(ident + [teacher[0], teacher[1], t_steps, t_epochs, margin.mean, student[0], student[1], steps,
+                            epochs, gain.mean,
                             gain.p_value, gain.n, final, final_acc[0], final_acc[1], size[0], lat[0],
                             student_lat[0]])
-    header_fmt = header + [f"teacher {metric} (%)", "teacher - no-KD student (pp)", f"student {metric} (%)",
+    header_fmt = header + [f"teacher {metric} (%)", "teacher trained steps (epochs)", "teacher - no-KD student (pp)",
+                           f"student {metric} (%)",
                            "student trained steps (epochs)", "KD gain (pp, paired t-test)",
                            "final model", f"final {metric} (%)", "final size (MB)",
                            "student latency p50 (ms)", "final latency p50 (ms)"]
-    header_raw = header + ["teacher_mean", "teacher_std", "teacher_minus_nokd_mean", "student_mean", "student_std",
+    header_raw = header + ["teacher_mean", "teacher_std", "teacher_train_steps", "teacher_train_epochs",
+                           "teacher_minus_nokd_mean", "student_mean", "student_std",
                            "student_train_steps", "student_train_epochs", "kd_gain_mean",
                            "kd_gain_p", "kd_gain_n", "final_model", "final_mean", "final_std", "final_size_mb",
                            "final_latency_p50_ms", "student_latency_p50_ms"]
@@ -426,7 +432,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
               + f"; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
               "minus the matching no-KD baseline (same task and student), paired by seed, "
               "scipy.stats.ttest_rel. Teacher - no-KD student = the teacher's dev metric minus that baseline's "
-              "(KD rows). Trained steps (epochs) = what the student's trainer actually ran.", "",
+              "(KD rows). Trained steps (epochs) = what the trainer actually ran (mean over seeds).", "",
               to_markdown(header, cells)]
         md += [w + "\n" for w in protocol.teacher_warnings(rows) + protocol.budget_notes(rows)]
         for _, title, note, (h, c, _) in extra:

@@ -163,6 +163,7 @@ def test_report_warns_when_the_teacher_is_weaker_than_the_no_kd_student(tmp_path
     md = report.write_report(tmp_path, plots=False)["md"].read_text()
     header = next(l for l in md.splitlines() if l.startswith("| task"))
     assert "teacher - no-KD student (pp)" in header and "student trained steps (epochs)" in header
+    assert "teacher trained steps (epochs)" in header
     line = next(l for l in md.splitlines() if "| logits_kd |" in l)
     assert "-6.40 ± 0.00 (n=2)" in line and "150 (1.00 ep, early stop 2/2)" in line
     assert "budget" not in md  # every seed stopped early
