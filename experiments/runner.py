@@ -73,8 +73,8 @@ class _TemporariesInside:
     """Point ``tempfile`` (and subprocesses, via ``TMPDIR``) at ``<run dir>/.tmp`` while a stage runs, so a
     killed stage leaves its scratch files in the run directory, where the next run removes them."""
 
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir / TMP_DIR
+    def __init__(self, run_dir: Path, stage: str = ""):
+        self.dir, self.where = run_dir / TMP_DIR, f"{run_dir} (stage {stage})"
 
     def __enter__(self):
         import tempfile
@@ -84,7 +84,8 @@ class _TemporariesInside:
         tempfile.tempdir = str(self.dir)
         os.environ["TMPDIR"] = str(self.dir)
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, exc, tb):
+        import errno
         import shutil
         import tempfile
 
@@ -94,6 +95,9 @@ class _TemporariesInside:
         else:
             os.environ["TMPDIR"] = tmpdir
         shutil.rmtree(self.dir, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) and not exc.filename:
+            # paddle.save and friends report a full disk without the file: name the stage that was writing
+            raise OSError(exc.errno, exc.strerror, self.where) from exc
         return False
 
 
@@ -232,7 +236,7 @@ class Runner:
                     continue
                 self.log(f"{tag}: running")
                 t0 = time.time()
-                with _TemporariesInside(self.run_dir):
+                with _TemporariesInside(self.run_dir, stage):
                     metrics = fn() or {}
                 if stage == "student":  # rows `on_error: skip` dropped go with the results, not only to stderr
                     metrics.update(flatten_metrics("data", {"skipped_rows": {"value": len(self.task.skipped),

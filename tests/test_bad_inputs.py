@@ -89,7 +89,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     code: str | None = None  # run `python -c code args` instead of the CLI module (fault injection)
     noise: tuple[str, ...] = ()  # stderr line prefixes that are progress output, not errors
-    nothing_under: tuple[str, ...] = ("runs",)  # paths that must not exist afterwards
+    nothing_under: tuple[str, ...] = ("runs",)  # globs that must match nothing afterwards
 
 
 # ENOSPC while writing: the atomic write's fsync fails as a full disk does, then the CLI must say so in one
@@ -100,6 +100,16 @@ import distill.fsutil as fs
 def full(path):
     raise OSError(errno.ENOSPC, "No space left on device", str(path))
 fs._fsync = full
+from experiments.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+# ... and while a stage writes a model directory (a checkpoint), where the library's error names no file
+ENOSPC_STAGE = """
+import errno, sys
+import distill.fsutil as fs
+def full(root):
+    raise OSError(errno.ENOSPC, "No space left on device")
+fs._finish_tree = full
 from experiments.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -220,6 +230,9 @@ def cases(env: dict) -> list[Case]:
              f"delete {env['damaged_stage']}", nothing_under=()),
         Case("disk full while writing", ["report", str(env["run_out"]), "--out", "out"], "disk full",
              code=ENOSPC),
+        Case("disk full while checkpointing", ["run", "tiny.yaml", "--data-dir", str(dat / "cs"), "--out", "runs"],
+             "(stage student): disk full", {"tiny.yaml": TINY_RUN}, code=ENOSPC_STAGE,
+             nothing_under=("runs/tiny/_store/*.json", "runs/tiny/*/student/checkpoint", "runs/tiny/*/student/best")),
         Case("export refused (INT8 tolerance)", ["report", "."], "tolerance", code=EXPORT_REFUSAL),
     ]
     return out
@@ -251,7 +264,7 @@ def run_case(case: Case, root: Path) -> str | None:
     elif case.expect not in errors[0] or "error" not in errors[0]:
         problems.append(f"error line does not name {case.expect!r}")
     left = [str(p.relative_to(where)) for p in where.rglob(".*.tmp")]
-    left += [p for p in case.nothing_under if (where / p).exists()]
+    left += [p for p in case.nothing_under if list(where.glob(p))]
     if left:
         problems.append(f"left behind: {left}")
     if not problems:
