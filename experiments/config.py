@@ -56,8 +56,9 @@ class BenchSection:
     throughput_batches: list[int] = field(default_factory=lambda: [8, 32])
 
     def validate(self) -> None:
-        for name in ("batch_size", "seq_len", "threads", "runs"):
+        for name in ("batch_size", "threads", "runs"):
             require(self, name, ge=1)
+        require(self, "seq_len", ge=3)  # [CLS] + one token + [SEP]: anything shorter would silently be 3
         require(self, "warmup", ge=0)
         if any(b < 1 for b in self.throughput_batches):
             raise ValueError(f"throughput_batches must be >= 1, got {self.throughput_batches}")
