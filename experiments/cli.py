@@ -189,10 +189,11 @@ def check_args(args: argparse.Namespace) -> None:
 
     for d in dirs:
         manifest = read_manifest(d)
+        backend = getattr(args, "backend", None)
         try:
-            runtime_of(manifest, getattr(args, "backend", None))
+            runtime_of(manifest, backend)
         except ValueError as exc:
-            raise UsageError(f"--backend {args.backend}: {exc}") from None
+            raise UsageError(f"--backend {backend}: {exc}" if backend else f"{d}: {exc}") from None
 
 
 #: errno values of environment faults that are reported as one line (the file and the remedy)
