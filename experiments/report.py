@@ -253,7 +253,7 @@ _LATEX_ESC = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r
 
 def _tex(s: str) -> str:
     s = "".join(_LATEX_ESC.get(ch, ch) for ch in s)
-    return s.replace("±", r"$\pm$")
+    return s.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
 
 
 def to_latex(header: list[str], cells: list[list[str]]) -> str:

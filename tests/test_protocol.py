@@ -159,7 +159,7 @@ def test_report_warns_when_the_teacher_is_weaker_than_the_no_kd_student(tmp_path
     store = ResultStore(store_dir(tmp_path))
     for s in (1, 2):
         store.put(_record("no_kd", s, 81.2, 87.6, False))
-        store.put(_record("logits_kd", s, 81.2, 82.8, True))
+        store.put(_record("logits_kd", s, 81.2, 82.7 + 0.1 * s, True))
     md = report.write_report(tmp_path, plots=False)["md"].read_text()
     header = next(l for l in md.splitlines() if l.startswith("| task"))
     assert "teacher - no-KD student (pp)" in header and "student trained steps (epochs)" in header
@@ -192,6 +192,7 @@ def test_report_compression_delta_uses_the_control(tmp_path):
         rec.update(config=config, eval_sets=["dev", "test"])
         store.put(rec)
     written = report.write_report(tmp_path, plots=False)
+    assert r"$\Delta$ compression (pp)" in written["latex"].read_text()
     md = written["md"].read_text()
     wp = next(l for l in md.splitlines() if "| compressed.width_prune | student |" in l)
     # Δ vs input +3.25 (the step also trained); Δ compression = step - control = -0.75
