@@ -1,23 +1,26 @@
 """Load test of ``tinydistill serve`` (a script, not a test), against 127.0.0.1 only, bounded in requests and time.
 
-    python experiments/benchmarks/bench_serve.py MODEL_DIR [--requests 10000] [--clients 16] [--max-seconds 300]
-    python experiments/benchmarks/bench_serve.py --build DIR      # first build a nano SLU INT8 ONNX model in DIR
+    python experiments/benchmarks/bench_serve.py MODEL_DIR [MODEL_DIR ...] [--requests 10000] [--clients 16] [--rounds 4]
+    python experiments/benchmarks/bench_serve.py --build DIR      # first build nano SLU ONNX models in DIR
 
-For each server configuration (default: micro-batching on, ``--max-batch 32 --batch-window-ms 2``, and off,
-``--max-batch 1``) it starts ``tinydistill serve MODEL_DIR --port 0`` in a fresh process, sends ``--warmup``
-requests, then ``--requests`` POST /predict requests of one text each from ``--clients`` concurrent clients
-(threads, one kept-alive connection each; texts from the project's SLU templates) and reports: errors (any
+For each model directory, every server configuration (default: micro-batching on, ``--max-batch 32
+--batch-window-ms 2``, and off, ``--max-batch 1``) runs as ``tinydistill serve MODEL_DIR --port 0`` in its own
+process; after ``--warmup`` requests each gets ``--requests`` POST /predict requests of one text each from
+``--clients`` concurrent clients (threads, one kept-alive connection each; texts from the project's SLU
+templates), in ``--rounds`` rounds that alternate between the configurations (so load from other jobs that
+drifts during the run falls on all of them alike).  Reported per configuration: errors (any
 non-200 answer or failed connection; target 0), throughput, latency p50/p90/p99/max as the client sees it,
 the mean texts per model call (from /health), and the server's RSS sampled every 50 ms: after warm-up, peak
-(VmHWM), at half of the requests and at the end; "growth, 2nd half" is the largest RSS of the second half
-minus the largest of the first (target: stable, ~0).  The client threads share the machine with the server,
+(VmHWM), at half of the requests and at the end; "growth, 2nd half" is the RSS trend (least squares against
+requests) over the second half (target: stable, ~0).  The client threads share the machine with the server,
 so throughput is a floor of what the server alone would do.  ``--out FILE`` also writes the table as
 markdown with the command, machine, load average and date.
 
 ``--build DIR``: ``ernie-3.0-tiny-nano-v2-zh`` (4 layers, hidden 312) with random weights (latency and memory do
 not depend on them), vocabulary pruned to the 6,000 most frequent tokens of the NLPCC training text, exported
-to ONNX Runtime dynamic INT8 (``onnx-int8``, export check skipped: random weights have no accuracy to keep);
-the model directory is ``DIR/export`` (needs the real data: ``--data-dir``, default ``../shared/data``).
+to ONNX Runtime dynamic INT8 (``onnx-int8``, ``DIR/int8``; export check skipped: random weights have no accuracy
+to keep) and to FP32 ONNX (``DIR/fp32-onnx``, checked); both are measured (needs the real data: ``--data-dir``,
+default ``../shared/data``).
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = {"batching on": ["--max-batch", "32", "--batch-window-ms", "2"], "batching off": ["--max-batch", "1"]}
 
 
-def build_model(out: Path, data_dir: str) -> Path:
+def build_models(out: Path, data_dir: str) -> list[Path]:
     import distill  # noqa: F401 - pins the legacy program format before paddle is imported
     from compress import STEPS
     from compress.export import export
@@ -55,8 +58,9 @@ def build_model(out: Path, data_dir: str) -> Path:
     save_model_dir(out / "fp32", model, tok, task=task)
     ctx = StepContext(data_dir=data_dir, max_dev_examples=200, latency_runs=5, log=lambda m: None)
     STEPS.get("vocab_prune")(out / "fp32", out / "vocab6000", {"max_vocab_size": 6000}, ctx)
-    export(out / "vocab6000", "onnx-int8", out / "export", check=False, data_dir=data_dir)
-    return out / "export"
+    export(out / "vocab6000", "onnx-int8", out / "int8", check=False, data_dir=data_dir)
+    export(out / "vocab6000", "onnx", out / "fp32-onnx", data_dir=data_dir, max_check_examples=64)
+    return [out / "int8", out / "fp32-onnx"]
 
 
 def texts(n: int = 2000) -> list[str]:
@@ -89,21 +93,23 @@ class Sampler(threading.Thread):
             self.stop.wait(self.every)
 
 
-def load(port: int, corpus: list[str], n: int, clients: int, deadline: float) -> tuple[list[float], list[str], list]:
-    """``n`` requests from ``clients`` threads; returns latencies (ms), errors, and a live request counter."""
+def load(port: int, corpus: list[str], n: int, clients: int, deadline: float, progress: list) -> tuple:
+    """``n`` requests from ``clients`` threads (one kept-alive connection each); returns (latencies in ms,
+    errors, seconds).  ``progress[0]`` counts the requests sent, for the RSS sampler."""
     latencies: list[float] = []
     errors: list[str] = []
-    counter = [0]
+    sent = [0]
     lock = threading.Lock()
 
     def client(k: int) -> None:
-        rng = random.Random(k)
+        rng = random.Random(k * 7919 + progress[0])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while True:
             with lock:
-                if counter[0] >= n or time.monotonic() > deadline:
+                if sent[0] >= n or time.monotonic() > deadline:
                     break
-                counter[0] += 1
+                sent[0] += 1
+                progress[0] += 1
             body = json.dumps({"texts": [rng.choice(corpus)]}, ensure_ascii=False).encode()
             t = time.perf_counter()
             try:
@@ -126,77 +132,120 @@ def load(port: int, corpus: list[str], n: int, clients: int, deadline: float) ->
         conn.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    return latencies, errors, (threads, counter)
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors, time.perf_counter() - t0
 
 
-def run_config(model_dir: str, name: str, extra: list[str], args, corpus: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "experiments.cli", "serve", model_dir, "--port", "0", *extra]
-    server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def health(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        line = server.stdout.readline()
-        if "http://127.0.0.1:" not in line:
-            raise SystemExit(f"server did not start: {line}{server.stdout.read()}")
-        port = int(line.rsplit("http://127.0.0.1:", 1)[1].split()[0])
-        warm, warm_errors, (threads, _) = load(port, corpus, args.warmup, args.clients, time.monotonic() + 60)
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        latencies, errors, (threads, counter) = load(port, corpus, args.requests, args.clients,
-                                                     time.monotonic() + args.max_seconds)
-        sampler = Sampler(server.pid, lambda: counter[0])
-        rss_start = sampler.status("VmRSS")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/health")
-        before = json.loads(conn.getresponse().read())
-        conn.close()
-        sampler.start()
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - t0
-        sampler.stop.set()
-        sampler.join()
-        conn.close()  # a new connection: the server drops ones idle for longer than its 30 s timeout
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.request("GET", "/health")
-        health = json.loads(conn.getresponse().read())
-        conn.close()
-        peak = sampler.status("VmHWM")
+        return json.loads(conn.getresponse().read())
     finally:
-        server.terminate()
+        conn.close()
+
+
+class Served:
+    """One server configuration in its own process, and what the load rounds measured on it."""
+
+    def __init__(self, model_dir: str, name: str, extra: list[str]):
+        self.name, self.extra = name, extra
+        cmd = [sys.executable, "-m", "experiments.cli", "serve", model_dir, "--port", "0", *extra]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        if "http://127.0.0.1:" not in line:
+            raise SystemExit(f"server did not start: {line}{self.proc.stdout.read()}")
+        self.port = int(line.rsplit("http://127.0.0.1:", 1)[1].split()[0])
+        self.latencies, self.errors, self.seconds, self.progress = [], [], 0.0, [0]
+        self.sampler = Sampler(self.proc.pid, lambda: self.progress[0])
+
+    def warm_up(self, corpus, n: int, clients: int) -> None:
+        _, self.warmup_errors, _ = load(self.port, corpus, n, clients, time.monotonic() + 120, [0])
+        self.rss_start = self.sampler.status("VmRSS")
+        self.before = health(self.port)
+        self.sampler.start()
+
+    def round(self, corpus, n: int, clients: int, deadline: float) -> None:
+        lat, err, sec = load(self.port, corpus, n, clients, deadline, self.progress)
+        self.latencies += lat
+        self.errors += err
+        self.seconds += sec
+
+    def finish(self) -> dict:
+        self.sampler.stop.set()
+        self.sampler.join()
+        after = health(self.port)
+        peak = self.sampler.status("VmHWM")
+        self.proc.terminate()
         try:
-            server.communicate(timeout=30)
+            self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate()
-    total = max(1, len(latencies) + len(errors))
-    half = total // 2
-    first = [r for done, r in sampler.samples if done <= half] or [rss_start]
-    second = [r for done, r in sampler.samples if done > half] or first
-    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99
-    texts_run = health["batched_texts"] - before["batched_texts"]
-    calls = health["batches"] - before["batches"]
-    return {"config": name, "server_args": " ".join(extra), "clients": args.clients,
-            "requests": len(latencies) + len(errors), "errors": len(errors), "error_examples": errors[:3],
-            "warmup_errors": len(warm_errors), "seconds": seconds,
-            "throughput_per_s": len(latencies) / seconds if seconds else 0.0,
-            "p50_ms": q[49], "p90_ms": q[89], "p99_ms": q[98], "max_ms": max(latencies, default=float("nan")),
-            "mean_batch": texts_run / calls if calls else float("nan"),
-            "rss_start_mib": rss_start, "rss_peak_mib": peak, "rss_half_mib": first[-1], "rss_end_mib": second[-1],
-            "rss_growth_2nd_half_mib": max(second) - max(first), "rss_samples": len(sampler.samples),
-            "rss_by_tenth_mib": [round(max([r for done, r in sampler.samples if done <= total * k // 10] or [rss_start]), 2)
-                                 for k in range(1, 11)]}
+            self.proc.kill()
+            self.proc.communicate()
+        lat, samples = self.latencies, self.sampler.samples
+        total = max(1, len(lat) + len(self.errors))
+        first = [r for done, r in samples if done <= total // 2] or [self.rss_start]
+        later = [(done, r) for done, r in samples if done > total // 2]
+        second = [r for _, r in later] or first
+        # the trend, not the largest sample: RSS moves up and down with the size of each batch
+        slope = (statistics.linear_regression([d for d, _ in later], second).slope
+                 if len(later) > 2 and len({d for d, _ in later}) > 1 else 0.0)
+        tenths = [[r for done, r in samples if total * k // 10 < done <= total * (k + 1) // 10] for k in range(10)]
+        q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [float("nan")] * 99
+        calls = after["batches"] - self.before["batches"]
+        return {"config": self.name, "server_args": " ".join(self.extra),
+                "requests": len(lat) + len(self.errors), "errors": len(self.errors), "error_examples": self.errors[:3],
+                "warmup_errors": len(self.warmup_errors), "seconds": self.seconds,
+                "throughput_per_s": len(lat) / self.seconds if self.seconds else 0.0,
+                "p50_ms": q[49], "p90_ms": q[89], "p99_ms": q[98], "max_ms": max(lat, default=float("nan")),
+                "mean_batch": (after["batched_texts"] - self.before["batched_texts"]) / calls if calls else float("nan"),
+                "rss_start_mib": self.rss_start, "rss_peak_mib": peak, "rss_half_mib": first[-1],
+                "rss_end_mib": second[-1], "rss_growth_2nd_half_mib": slope * (total - total // 2),
+                "rss_samples": len(samples),
+                "rss_median_by_tenth_mib": [round(statistics.median(t), 2) if t else None for t in tenths],
+                "rss_max_by_tenth_mib": [round(max(t), 2) if t else None for t in tenths]}
+
+
+def run_model(model_dir: str, configs: dict[str, str], args, corpus: list[str]) -> list[dict]:
+    """Every configuration's server up at once; ``--rounds`` rounds of ``requests / rounds`` each, the order of
+    the configurations alternating, so drifting load from other jobs falls on all of them alike."""
+    servers = []
+    try:
+        for name, extra in configs.items():
+            servers.append(Served(model_dir, name, extra.split()))
+        for s in servers:
+            s.warm_up(corpus, args.warmup, args.clients)
+        deadline = time.monotonic() + args.max_seconds
+        per_round = [args.requests // args.rounds + (r < args.requests % args.rounds) for r in range(args.rounds)]
+        for r, n in enumerate(per_round):
+            for s in (servers if r % 2 == 0 else servers[::-1]):
+                s.round(corpus, n, args.clients, deadline)
+        return [s.finish() for s in servers]
+    finally:
+        for s in servers:
+            if s.proc.poll() is None:
+                s.proc.kill()
+                s.proc.communicate()
+
+
+def describe(model_dir: str) -> str:
+    from compress.common import deploy_size_bytes
+
+    m = json.loads((Path(model_dir) / "manifest.json").read_text(encoding="utf-8"))
+    return (f"{m.get('arch') or m.get('kind')} {m.get('precision', 'fp32').upper()} {m['format']}, "
+            f"{deploy_size_bytes(model_dir) / 1e6:.1f} MB")
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| server | clients | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | texts/call "
+    lines = ["| model | server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | texts/call "
              "| RSS after warm-up | RSS peak | RSS at 50 % | RSS at end | growth, 2nd half |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} (`{r['server_args']}`) | {r['clients']} | {r['requests']:,} | {r['errors']} | "
+        lines.append(f"| {r['model']} | {r['config']} (`{r['server_args']}`) | {r['requests']:,} | {r['errors']} | "
                      f"{r['throughput_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['max_ms']:.1f} | {r['mean_batch']:.2f} | {r['rss_start_mib']:.1f} MiB | "
                      f"{r['rss_peak_mib']:.1f} MiB | {r['rss_half_mib']:.1f} MiB | {r['rss_end_mib']:.1f} MiB | "
@@ -212,60 +261,64 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model_dir", nargs="?", help="an exported model directory (default: the --build one)")
-    ap.add_argument("--build", metavar="DIR", help="build the nano SLU INT8 ONNX model in DIR first")
+    ap.add_argument("model_dirs", nargs="*", metavar="MODEL_DIR", help="exported model directories (default: --build's)")
+    ap.add_argument("--build", metavar="DIR", help="build the nano SLU INT8 and FP32 ONNX models in DIR first")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--max-seconds", type=float, default=300.0, help="stop each configuration after this long")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds the requests are split into")
+    ap.add_argument("--max-seconds", type=float, default=600.0, help="stop the rounds of a model after this long")
     ap.add_argument("--config", action="append", metavar="LABEL=ARGS",
                     help="a server configuration to measure instead of the defaults, e.g. "
                          "'batching on, 2 workers=--max-batch 32 --workers 2' (repeatable)")
     ap.add_argument("--out", metavar="FILE.md", help="also write the table and the set-up here (and FILE.json)")
     args = ap.parse_args()
-    model_dir = args.model_dir
+    model_dirs = list(args.model_dirs)
     if args.build:
         t = time.time()
-        model_dir = str(build_model(Path(args.build), args.data_dir))
-        print(f"[bench_serve] built {model_dir} in {time.time() - t:.0f}s", flush=True)
-    if not model_dir:
+        built = [str(d) for d in build_models(Path(args.build), args.data_dir)]
+        model_dirs += built
+        print(f"[bench_serve] built {', '.join(built)} in {time.time() - t:.0f}s", flush=True)
+    if not model_dirs:
         ap.error("give MODEL_DIR or --build DIR")
-    manifest = json.loads((Path(model_dir) / "manifest.json").read_text(encoding="utf-8"))
     corpus = texts()
     load_before = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rows = []
     configs = dict(c.split("=", 1) for c in args.config) if args.config else {k: " ".join(v) for k, v in CONFIGS.items()}
-    for name, server_args in configs.items():
-        rows.append(run_config(model_dir, name, server_args.split(), args, corpus))
-        print(f"[bench_serve] {name}: {rows[-1]['requests']} requests, {rows[-1]['errors']} errors, "
-              f"{rows[-1]['throughput_per_s']:.0f} req/s", flush=True)
+    for model_dir in model_dirs:
+        for row in run_model(model_dir, configs, args, corpus):
+            rows.append({"model": describe(model_dir), "model_dir": model_dir, "clients": args.clients, **row})
+            print(f"[bench_serve] {rows[-1]['model']}, {row['config']}: {row['requests']} requests, "
+                  f"{row['errors']} errors, {row['throughput_per_s']:.0f} req/s", flush=True)
     load_after = os.getloadavg()
-    from compress.common import deploy_size_bytes
-
     out = table(rows)
     print(out)
     for r in rows:
-        print(f"  {r['config']}: largest RSS up to each tenth of the requests (MiB): {r['rss_by_tenth_mib']}")
+        print(f"  {r['model']}, {r['config']}: RSS median (max) in each tenth of the requests, MiB: "
+              + ", ".join(f"{m} ({x})" for m, x in zip(r["rss_median_by_tenth_mib"], r["rss_max_by_tenth_mib"])))
         for e in r["error_examples"]:
             print(f"  {r['config']}: error: {e}")
     if args.out:
         command = "python experiments/benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
-        size = deploy_size_bytes(model_dir) / 1e6
-        md = [f"# `tinydistill serve` under load", "",
+        md = ["# `tinydistill serve` under load", "",
               f"Command: `{command}`  ", f"Date: {started}  ", f"Machine: {machine()}  ",
               f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, after: "
               f"{' / '.join(f'{x:.2f}' for x in load_after)} (the machine is shared with other jobs)  ",
-              f"Model: `{model_dir}`: {manifest.get('arch') or manifest.get('kind')}, format {manifest['format']}, "
-              f"precision {manifest.get('precision', 'fp32')}, {size:.2f} MB on disk, served on `onnxruntime-c`, "
-              "server options as in the table (defaults otherwise: 1 intra-op thread, 1 worker)  ",
+              "Models: " + "; ".join(f"`{d}` ({describe(d)})" for d in model_dirs) + ", served on `onnxruntime-c`, "
+              "1 intra-op thread, 1 worker (the server's defaults) unless the table says otherwise  ",
               f"Load: {args.clients} concurrent clients (threads of the load script, one kept-alive connection "
               f"each), one text per request, {args.warmup} warm-up requests first, then {args.requests:,} timed; "
               "latency as the client sees it (send to full response).", "", out, "",
-              "RSS of the server process: after warm-up, peak (VmHWM), at half of the requests, at the end; "
-              "growth, 2nd half = largest RSS sampled in the second half of the requests minus the largest in "
-              "the first half (sampled every 50 ms)."]
+              "RSS of the server process, sampled every 50 ms: after warm-up, peak (VmHWM), at half of the "
+              "requests, at the end; growth, 2nd half = the least-squares trend of RSS against requests over "
+              "the second half, times its number of requests (RSS moves up and down with each batch's size, so "
+              "the trend, not the largest sample, says whether it grows). Median (max) RSS in each tenth of the "
+              "requests, MiB:", ""]
+        md += [f"- {r['model']}, {r['config']}: "
+               + ", ".join(f"{m} ({x})" for m, x in zip(r["rss_median_by_tenth_mib"], r["rss_max_by_tenth_mib"]))
+               for r in rows]
         Path(args.out).write_text("\n".join(md) + "\n", encoding="utf-8")
         Path(args.out).with_suffix(".json").write_text(json.dumps({"command": command, "date": started,
                                                                    "machine": machine(), "load_before": load_before,
