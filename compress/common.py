@@ -71,9 +71,11 @@ def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kw
 
         return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
-        if type(exc) is not ValueError or "paddle.load" not in str(exc):  # paddle's "can not parse the file"
+        if type(exc) is not ValueError:  # ConfigError, DataError, ModelLoadError: already one clear line
             raise
-        raise _damaged(model_dir, exc) from exc
+        if "paddle.load" in str(exc):  # paddle's "can not parse the file"
+            raise _damaged(model_dir, exc) from exc
+        raise ModelLoadError(str(exc) if str(model_dir) in str(exc) else f"{model_dir}: {exc}") from exc
     except (ImportError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - runtimes raise their own types for unreadable model files

@@ -195,6 +195,7 @@ def cases(env: dict) -> list[Case]:
         Case("evaluate --backend paddle-inference on ONNX", ["evaluate", "fake", "--backend", "paddle-inference"],
              "--backend paddle-inference", fake_onnx),
         Case("model directory missing", ["predict", "nowhere", "好"], "nowhere"),
+        Case("manifest without a tokenizer", ["predict", "fake", "好"], "fake/manifest.json", fake_onnx),
         Case("directory without manifest", ["evaluate", "empty"], "empty", {"empty": None}),
         Case("manifest not JSON", ["bench", "broken"], "broken/manifest.json", {"broken/manifest.json": "{"}),
         Case("report on a missing directory", ["report", "noruns"], "noruns"),
