@@ -39,13 +39,19 @@ def _cell(row: Row, key: str) -> str:
 
 
 # -- teacher vs student -------------------------------------------------------------------------------
+def teacher_key(row: Row, metric: str) -> str:
+    """The teacher a row's student distils from: the teachers' mixture in multi-teacher runs, else the teacher."""
+    mixed = f"teachers_mixed.dev.{metric}"
+    return mixed if row.per_seed(mixed) else f"teacher.dev.{metric}"
+
+
 def teacher_margin(row: Row, rows: list[Row]) -> Gain:
     """Teacher main dev metric minus the matching no-KD student's, paired by seed (KD rows only)."""
     base = baseline_for(row, rows) if row.kd else None
     if base is None:
         return Gain(note="-")
     m = row.main_metric
-    return paired_diff(row.per_seed(f"teacher.dev.{m}"), base.per_seed(f"student.dev.{m}"), baseline=base.recipe,
+    return paired_diff(row.per_seed(teacher_key(row, m)), base.per_seed(f"student.dev.{m}"), baseline=base.recipe,
                        test=False)
 
 
@@ -59,7 +65,7 @@ def teacher_warnings(rows: list[Row]) -> list[str]:
         m = row.main_metric
         base = baseline_for(row, rows)
         out.append(f"**Warning:** in `{row.recipe}` the teacher `{row.teacher}` (dev {m} "
-                   f"{_mean(row, f'teacher.dev.{m}'):.2f} %) is not better than the `{row.student}` trained "
+                   f"{_mean(row, teacher_key(row, m)):.2f} %) is not better than the `{row.student}` trained "
                    f"without KD (`{base.recipe}`, {_mean(base, f'student.dev.{m}'):.2f} %): "
                    f"{g.mean:+.2f} pp over {g.n} seed(s). KD from it can only pull the student towards a weaker "
                    "model; its KD gain says nothing about distillation from a good teacher.")

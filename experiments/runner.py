@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
+from distill.runtime import seed_everything
 from distill.schema import ConfigError, to_dict
 from experiments.config import (ExperimentConfig, ModelSection, config_hash, data_fingerprint, dump_yaml,
                                 load_config, resolve, uses_teacher)
@@ -363,7 +364,18 @@ class Runner:
             os.replace(tmp, link)
         best = shared / "best"
         metrics = {**done["metrics"], "size_mb": _mb(best), **_params(best), **self._more_sets(best)}
-        return flatten_metrics(self._teacher_label(i), metrics)
+        out = flatten_metrics(self._teacher_label(i), metrics)
+        if i == len(self.cfg.all_teachers) - 1 and i > 0:   # several teachers: their mixture is the teacher
+            out.update(flatten_metrics("teachers_mixed", self._mixture_metrics()))
+        return out
+
+    def _mixture_metrics(self) -> dict:
+        """Metrics of the teachers' mixed logits (``distill.mixing``) on every evaluation set."""
+        from distill.multiteacher import evaluate_mixture
+
+        return {name: {k: float(v) for k, v in evaluate_mixture(self.teacher_models(), self.task, rows,
+                                                                 self.cfg.distill.mixing).items()}
+                for name, rows in self.eval_sets.sets.items() if rows}
 
     def teacher_models(self) -> list:
         """[(model, tokenizer)] of the run's teachers (loaded once)."""
@@ -570,19 +582,6 @@ class Runner:
                     if key in metrics:
                         w.add_scalar(tag, metrics[key]["value"], step)
             w.add_text("config", "```\n" + dump_yaml(self.raw) + "\n```")
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and paddle before a model is built, so its random initialisation (and so the
-    whole run) is the same in every process for the same seed."""
-    import random
-
-    import numpy as np
-    import paddle
-
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    paddle.seed(seed)
 
 
 def _mb(model_dir: Path) -> float:
