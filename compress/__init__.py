@@ -2,7 +2,8 @@
 export backends, the predictor and the benchmark harness.
 
 ``STEPS``: compression steps (``vocab_prune``, ``width_prune``, ``qat``, ``ptq``, ``embedding_int8``).
-``BACKENDS``: export/runtime backends (``paddle``, ``paddle-inference``, ``onnx``, ``onnx-int8``, ``ort-mobile``).
+``BACKENDS``: export/runtime backends (``paddle``, ``paddle-inference``, ``onnx``, ``onnx-int8``, ``onnx-int4``,
+``ort-mobile``, ``onnxruntime-c``).
 """
 from distill.registry import Registry
 

@@ -1,6 +1,7 @@
 """Export/runtime backends (``BACKENDS``).  Light module: the builders live in ``compress/export.py``.
 
-Each entry's meta: ``runtime`` (what runs the directory: ``paddle``, ``paddle-inference``, ``onnxruntime``),
+Each entry's meta: ``runtime`` (what runs the directory: ``paddle``, ``paddle-inference``, ``onnxruntime``,
+``onnxruntime-c``),
 ``format`` (the manifest format of an exported directory) and ``builder`` (``module:function`` that writes
 it; none for ``paddle``, which runs dygraph directories as they are).
 """
@@ -33,5 +34,11 @@ _add("paddle-inference", "static program (paddle.jit.save) run by paddle.inferen
 _add("onnx", "FP32 ONNX via paddle2onnx, run by ONNX Runtime", "onnxruntime", "onnx", "compress.export:build_onnx")
 _add("onnx-int8", "ONNX Runtime dynamic INT8 (per-channel MatMul weights, quantised embedding Gather)",
      "onnxruntime", "onnx", "compress.export:build_onnx_int8")
+_add("onnx-int4", "onnx-int8 with its weights stored as 4-bit blocks (embedding too), expanded to the same INT8 "
+     "kernels when ONNX Runtime loads the model: INT4 size, INT8 speed", "onnxruntime", "onnx",
+     "compress.export:build_onnx_int4")
+_add("onnxruntime-c", "runtime only: ONNX/.ort directories on libonnxruntime's C API through ctypes, a predictor "
+     "process without numpy, paddle or the onnxruntime package (predict/evaluate/bench --backend onnxruntime-c)",
+     "onnxruntime-c", "onnx", None)
 _add("ort-mobile", "ONNX Runtime mobile format (.ort) of the INT8 ONNX model", "onnxruntime", "ort",
      "compress.export:build_ort_mobile")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -49,9 +48,19 @@ def texts_of_length(predictor, seq_len: int, n: int) -> list[str]:
     return out
 
 
+def _quantile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between order statistics, as ``numpy.percentile`` (written out rather than
+    ``statistics``, whose import would count in the worker's peak RSS)."""
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def _percentiles(times: list[float]) -> dict:
-    q = statistics.quantiles(times, n=100, method="inclusive")  # same interpolation as numpy.percentile
-    return {"p50": q[49], "p90": q[89], "mean": statistics.fmean(times), "runs": len(times)}
+    ordered = sorted(times)
+    return {"p50": _quantile(ordered, 0.5), "p90": _quantile(ordered, 0.9), "mean": sum(times) / len(times),
+            "runs": len(times)}
 
 
 def _time(fn, runs: int, warmup: int) -> dict:
@@ -79,13 +88,50 @@ def peak_rss_kib() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def load_runtime_library(runtime: str) -> None:
+    """Import/load what a runtime needs before any model (for the memory breakdown)."""
+    if runtime == "onnxruntime-c":
+        from compress.ort_capi import api
+
+        api()
+    elif runtime == "onnxruntime":
+        import onnxruntime  # noqa: F401  (imports numpy)
+    elif runtime in ("paddle-inference", "paddle"):
+        import paddle.inference  # noqa: F401
+
+
+def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
+    """MiB per stage from ``(stage, VmRSS KiB after it)`` marks; ``running`` is the peak above the last mark."""
+    out, prev = {}, 0.0
+    for name, kib in marks:
+        out[name] = (kib - prev) / 1024.0
+        prev = kib
+    out["running"] = max(0.0, peak_kib - prev) / 1024.0
+    return out
+
+
+def _cpu_time(fn, runs: int, warmup: int) -> dict:
+    """Process CPU time per call (``time.process_time``): leaves out the waits for a core on a loaded machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.process_time()
+        fn()
+        times.append((time.process_time() - t) * 1000.0)
+    return _percentiles(times)
+
+
 def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
-    from compress.common import deploy_size_bytes, open_predictor
+    from compress.common import deploy_size_bytes, open_predictor, read_manifest, rss_kib, runtime_of
 
+    marks = [("interpreter", rss_kib())]
+    load_runtime_library(runtime_of(read_manifest(model_dir), backend))
+    marks.append(("runtime library", rss_kib()))
     t0 = time.perf_counter()
-    predictor = open_predictor(model_dir, backend=backend, threads=threads)
+    predictor = open_predictor(model_dir, backend=backend, threads=threads, rss_marks=marks)
     load_s = time.perf_counter() - t0
     texts = texts_of_length(predictor, seq_len, max([batch_size] + throughput_batches))
     batch = texts[:batch_size]
@@ -93,6 +139,7 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     feed = predictor.collate(encoded)
     e2e = _time(lambda: predictor.predict(batch, batch_size=batch_size), runs, warmup)
     model = _time(lambda: predictor.logits(feed), runs, warmup)
+    e2e_cpu = _cpu_time(lambda: predictor.predict(batch, batch_size=batch_size), runs, 0)
     peak_kib = peak_rss_kib()  # at the benchmark setting; larger throughput batches may raise it further
     throughput = {}
     for b in throughput_batches:
@@ -104,7 +151,8 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
         "model_dir": str(model_dir), "runtime": predictor.runtime, "format": m["format"],
         "precision": m.get("precision", "fp32"), "size_bytes": deploy_size_bytes(model_dir),
         "seq_len": max(len(e.input_ids) for e in encoded), "batch_size": batch_size, "threads": threads,
-        "load_s": load_s, "e2e_ms": e2e, "model_ms": model, "peak_rss_mib": peak_kib / 1024.0,
+        "load_s": load_s, "e2e_ms": e2e, "model_ms": model, "e2e_cpu_ms": e2e_cpu, "peak_rss_mib": peak_kib / 1024.0,
+        "memory_mib": memory_breakdown(marks, peak_kib),
         "peak_rss_mib_after_throughput": peak_rss_kib() / 1024.0,
         "throughput_per_s": throughput, "paddle_imported": "paddle" in sys.modules,
         "numpy_imported": "numpy" in sys.modules,

@@ -102,6 +102,22 @@ def rss_kib() -> float:
     return float("nan")
 
 
+def cli_predict(args) -> int:
+    """``tinydistill predict``: decoded JSON per text.  Lives here, not in ``compress.predictor`` (which imports
+    numpy), so that ``--backend onnxruntime-c`` runs in a process without numpy or paddle."""
+    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
+    for text, result in zip(args.texts, predictor.predict(args.texts)):
+        print(json.dumps({"text": text, **result}, ensure_ascii=False, default=_plain))
+    return 0
+
+
+def _plain(obj: Any) -> Any:
+    for attr in ("item", "tolist"):  # numpy scalars and arrays (Python predictor)
+        if hasattr(obj, attr):
+            return getattr(obj, attr)()
+    if hasattr(obj, "__dict__"):
+        return obj.__dict__
+    raise TypeError(type(obj).__name__)
 
 
 def deploy_size_bytes(model_dir: str | os.PathLike) -> int:

@@ -4,8 +4,8 @@
 and the export on the same inputs and only then renames it into place:
 
 * FP32 export of an FP32 source: max |logit difference| over every head must be below ``atol`` (1e-4);
-* anything INT8: the dev main metric must be within ``tolerance`` points (default 0.5) of the source's,
-  and every output finite.  A failed check raises ``ExportError``; nothing is written at ``out_dir``.
+* anything quantised (INT8, INT4): the dev main metric must be within ``tolerance`` points (default 0.5) of
+  the source's, and every output finite.  A failed check raises ``ExportError``; nothing is written at ``out_dir``.
 
 The builders (``build_*``) are what the ``BACKENDS`` registry entries (``compress/backends.py``) point to.
 """
@@ -167,11 +167,36 @@ def build_onnx_int8(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     return {"model_file": "model.onnx", "precision": "int8", "quant": quant}
 
 
+def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
+    """``onnx-int8``, then its large INT8 tensors stored as 4-bit rows in ``model.int4`` that the predictor
+    expands back to INT8 when it loads the model (``compress/int4.py``): INT4 size on disk, the INT8 kernels.
+    ``int4_embedding`` (default true) packs the quantised embedding tables too; ``quantize_embedding`` as for
+    ``onnx-int8``."""
+    import onnx
+
+    from compress.int4 import pack_int4
+
+    with tempfile.TemporaryDirectory() as work:
+        int8 = build_onnx_int8(src, manifest, Path(work), params)
+        int4_embedding = bool(int8["quant"]["embedding"]) and bool(params.get("int4_embedding", True))
+        model, blob, spec = pack_int4(onnx.load(str(Path(work) / "model.onnx")), embedding=int4_embedding)
+    (out / "model.onnx").write_bytes(model.SerializeToString())  # not onnx.save: it would chase the external data
+    (out / spec["file"]).write_bytes(blob)
+    quant = dict(int8["quant"])
+    quant.update({"weights": "int4 rows on disk (one step per row), expanded to the int8 kernels of onnxruntime "
+                             "dynamic quantisation at load", "int4_embedding": int4_embedding,
+                  "int4_tensors": len(spec["tensors"]), "int4_max_relative_rms_error": spec["max_relative_rms_error"]})
+    return {"model_file": "model.onnx", "precision": "int4", "quant": quant, "int4": spec}
+
+
 def build_ort_mobile(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         onnx_dir = work / "onnx"
         onnx_dir.mkdir()
+        if manifest.get("int4"):
+            raise ExportError(f"{src}: an onnx-int4 directory expands its weights at load; export ort-mobile from "
+                              "its source instead")
         if manifest["format"] == "onnx":
             shutil.copy2(src / manifest.get("model_file", "model.onnx"), onnx_dir / "model.onnx")
             extra = {"precision": manifest.get("precision", "fp32"), "quant": manifest.get("quant")}
@@ -236,8 +261,8 @@ def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = A
     record = {"max_abs_logit_diff": diff, "finite": finite, "atol": atol}
     if not finite:
         raise ExportError(f"{dst_dir}: the exported model outputs NaN/inf; refusing it")
-    int8 = "int8" in (src.manifest.get("precision", "fp32"), dst.manifest.get("precision", "fp32"))
-    if not int8:
+    quantised = "fp32" != src.manifest.get("precision", "fp32") or "fp32" != dst.manifest.get("precision", "fp32")
+    if not quantised:
         if diff >= atol:
             raise ExportError(f"{dst_dir}: exported model differs from {src_dir}: max |logit diff| "
                               f"{diff:.3g} >= {atol:g}")
@@ -249,7 +274,8 @@ def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = A
     record.update({"metric": name, "source": ref, "export": got, "tolerance": tolerance,
                    "source_metrics": ref_all, "export_metrics": got_all})
     if got < ref - tolerance:
-        raise ExportError(f"{dst_dir}: INT8 model fails its check: dev {name} {got:.2f} vs {ref:.2f} from "
+        precision = dst.manifest.get("precision", "fp32").upper()
+        raise ExportError(f"{dst_dir}: {precision} model fails its check: dev {name} {got:.2f} vs {ref:.2f} from "
                           f"{src_dir} (tolerance {tolerance} points); refusing it")
     record["passed"] = True
     return record
@@ -265,14 +291,16 @@ def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: floa
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     entry = BACKENDS.entry(backend)
     if not entry.meta.get("builder"):
-        raise ExportError(f"backend {entry.name!r} needs no export: it runs dygraph model directories as they are")
+        raise ExportError(f"backend {entry.name!r} needs no export: it runs {entry.meta['format']} model "
+                          "directories as they are")
     manifest = read_manifest(model_dir)
     module, func = entry.meta["builder"].split(":")
     builder = getattr(__import__(module, fromlist=[func]), func)
     start = time.time()
     with atomic_dir(out_dir) as tmp:
         updates = builder(model_dir, manifest, tmp, params)
-        new = {k: v for k, v in manifest.items() if k not in ("quant", "precision", "model_file", "verification")}
+        new = {k: v for k, v in manifest.items() if k not in ("quant", "precision", "model_file", "verification",
+                                                              "int4")}
         new.update({"format": entry.meta["format"], "backend": entry.name, "exported_from": str(model_dir)})
         new.update(updates)
         copy_tokenizer_files(model_dir, tmp, manifest)

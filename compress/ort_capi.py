@@ -18,14 +18,20 @@ import importlib.util
 from array import array
 from pathlib import Path
 
-# Indices into the OrtApi function table (append-only, stable across releases; onnxruntime_c_api.h).
+# The OrtApi version these bindings were written against (checked against onnxruntime_c_api.h of ONNX Runtime
+# 1.22, whose ORT_API_VERSION is 22).  The function table is append-only, so a newer library serves this version
+# with the same indices; an older one returns NULL for it, and loading fails with a clear error.
+API_VERSION = 22
+# Indices into that OrtApi function table (onnxruntime_c_api.h; version 1, and AddInitializer from version 3).
 _IDX = dict(GetErrorMessage=2, CreateEnv=3, CreateSession=7, Run=9, CreateSessionOptions=10,
-            SetSessionExecutionMode=13, SetIntraOpNumThreads=24, SetInterOpNumThreads=25,
+            SetSessionExecutionMode=13, DisableMemPattern=17, DisableCpuMemArena=19,
+            SetSessionGraphOptimizationLevel=23, SetIntraOpNumThreads=24, SetInterOpNumThreads=25,
             SessionGetInputCount=30, SessionGetOutputCount=31, SessionGetInputName=36, SessionGetOutputName=37,
             CreateTensorWithDataAsOrtValue=49, GetTensorMutableData=51, GetDimensionsCount=61, GetDimensions=62,
             GetTensorTypeAndShape=65, CreateCpuMemoryInfo=69, AllocatorFree=76,
-            GetAllocatorWithDefaultOptions=78, ReleaseStatus=93, ReleaseValue=96,
-            ReleaseTensorTypeAndShapeInfo=99)
+            GetAllocatorWithDefaultOptions=78, ReleaseEnv=92, ReleaseStatus=93, ReleaseMemoryInfo=94,
+            ReleaseSession=95, ReleaseValue=96, ReleaseTensorTypeAndShapeInfo=99, ReleaseSessionOptions=100,
+            AddInitializer=150)
 _P = C.c_void_p
 _SIG = dict(
     GetErrorMessage=(C.c_char_p, [_P]), CreateEnv=(_P, [C.c_int, C.c_char_p, C.POINTER(_P)]),
@@ -33,6 +39,7 @@ _SIG = dict(
     Run=(_P, [_P, _P, C.POINTER(C.c_char_p), C.POINTER(_P), C.c_size_t, C.POINTER(C.c_char_p), C.c_size_t,
               C.POINTER(_P)]),
     CreateSessionOptions=(_P, [C.POINTER(_P)]), SetSessionExecutionMode=(_P, [_P, C.c_int]),
+    DisableMemPattern=(_P, [_P]), DisableCpuMemArena=(_P, [_P]), SetSessionGraphOptimizationLevel=(_P, [_P, C.c_int]),
     SetIntraOpNumThreads=(_P, [_P, C.c_int]), SetInterOpNumThreads=(_P, [_P, C.c_int]),
     SessionGetInputCount=(_P, [_P, C.POINTER(C.c_size_t)]), SessionGetOutputCount=(_P, [_P, C.POINTER(C.c_size_t)]),
     SessionGetInputName=(_P, [_P, C.c_size_t, _P, C.POINTER(_P)]),
@@ -42,8 +49,10 @@ _SIG = dict(
     GetTensorMutableData=(_P, [_P, C.POINTER(_P)]), GetDimensionsCount=(_P, [_P, C.POINTER(C.c_size_t)]),
     GetDimensions=(_P, [_P, C.POINTER(C.c_int64), C.c_size_t]), GetTensorTypeAndShape=(_P, [_P, C.POINTER(_P)]),
     CreateCpuMemoryInfo=(_P, [C.c_int, C.c_int, C.POINTER(_P)]), AllocatorFree=(_P, [_P, _P]),
-    GetAllocatorWithDefaultOptions=(_P, [C.POINTER(_P)]), ReleaseStatus=(None, [_P]), ReleaseValue=(None, [_P]),
-    ReleaseTensorTypeAndShapeInfo=(None, [_P]))
+    GetAllocatorWithDefaultOptions=(_P, [C.POINTER(_P)]), ReleaseEnv=(None, [_P]), ReleaseStatus=(None, [_P]),
+    ReleaseMemoryInfo=(None, [_P]), ReleaseSession=(None, [_P]), ReleaseValue=(None, [_P]),
+    ReleaseTensorTypeAndShapeInfo=(None, [_P]), ReleaseSessionOptions=(None, [_P]),
+    AddInitializer=(_P, [_P, C.c_char_p, _P]))
 _INT64, _FLOAT = 7, 1  # ONNXTensorElementDataType
 
 
@@ -60,16 +69,17 @@ def _library() -> Path:
 
 
 class _Api:
-    def __init__(self):
-        lib = C.CDLL(str(_library()))
+    def __init__(self, library: Path | None = None, api_version: int = API_VERSION):
+        path = library or _library()
+        lib = C.CDLL(str(path))
         lib.OrtGetApiBase.restype = C.POINTER(_ApiBase)
         base = lib.OrtGetApiBase().contents
         self.version = base.GetVersionString().decode()
-        table = None
-        for version in range(23, 0, -1):  # the newest API version this library serves
-            table = base.GetApi(version)
-            if table:
-                break
+        table = base.GetApi(api_version)  # NULL (and a message on stderr) when the library is older
+        if not table:
+            raise OSError(f"{path}: ONNX Runtime {self.version} does not serve OrtApi version {api_version}, "
+                          f"which compress/ort_capi.py is written against (needs onnxruntime >= 1.{api_version})")
+        self.api_version = api_version
         funcs = C.cast(table, C.POINTER(_P))
         for name, index in _IDX.items():
             restype, argtypes = _SIG[name]
@@ -93,24 +103,83 @@ def api() -> _Api:
 
 
 class CSession:
-    """An inference session; ``run({name: (array('q'), shape)}) -> [(array('f'), shape), ...]``."""
+    """An inference session; ``run({name: (array('q'), shape)}) -> [(array('f'), shape), ...]``.
 
-    def __init__(self, path, threads: int = 1):
+    Session options for a batch-1 predictor: one intra-op thread by default, sequential execution, and neither
+    the CPU memory arena nor memory patterns (both keep freed buffers for reuse, which a process that runs one
+    small request at a time pays for in RSS; ``compress.runtimes.OrtSession`` sets the same).  ``close()`` (also on
+    ``with`` exit and garbage collection) releases the session, memory info and environment it created; the
+    session options are released as soon as the session exists.
+    """
+
+    def __init__(self, path, threads: int = 1, arena: bool = False, initializers=None):
+        """``initializers``: ``(buffer, [(name, dims, data_type, offset, nbytes), ...])`` (``compress.int4.expand``):
+        tensors the session takes from ``buffer`` instead of the model file; the buffer is kept alive here."""
         a = self.a = api()
-        self.env, opts = _P(), _P()
-        a.check(a.CreateEnv(3, b"tinydistill", C.byref(self.env)))
-        a.check(a.CreateSessionOptions(C.byref(opts)))
-        a.check(a.SetIntraOpNumThreads(opts, threads))
-        a.check(a.SetInterOpNumThreads(opts, 1))
-        a.check(a.SetSessionExecutionMode(opts, 0))
-        self.session = _P()
-        a.check(a.CreateSession(self.env, str(path).encode(), opts, C.byref(self.session)))
-        self.mem = _P()
-        a.check(a.CreateCpuMemoryInfo(1, 0, C.byref(self.mem)))
-        alloc = _P()
-        a.check(a.GetAllocatorWithDefaultOptions(C.byref(alloc)))
-        self.input_names = self._names(a.SessionGetInputCount, a.SessionGetInputName, alloc)
-        self.output_names = self._names(a.SessionGetOutputCount, a.SessionGetOutputName, alloc)
+        self.env, self.session, self.mem = _P(), _P(), _P()
+        self._initializers = []  # OrtValues (and the buffer under them) the session reads for its whole life
+        opts = _P()
+        try:
+            a.check(a.CreateEnv(3, b"tinydistill", C.byref(self.env)))
+            a.check(a.CreateSessionOptions(C.byref(opts)))
+            a.check(a.SetIntraOpNumThreads(opts, threads))
+            a.check(a.SetInterOpNumThreads(opts, 1))
+            a.check(a.SetSessionExecutionMode(opts, 0))
+            if not arena:
+                a.check(a.DisableCpuMemArena(opts))
+                a.check(a.DisableMemPattern(opts))
+            a.check(a.CreateCpuMemoryInfo(0, 0, C.byref(self.mem)))  # OrtDeviceAllocator: no arena
+            if initializers is not None:
+                self._add_initializers(opts, *initializers)
+            a.check(a.CreateSession(self.env, str(path).encode(), opts, C.byref(self.session)))
+            alloc = _P()
+            a.check(a.GetAllocatorWithDefaultOptions(C.byref(alloc)))
+            self.input_names = self._names(a.SessionGetInputCount, a.SessionGetInputName, alloc)
+            self.output_names = self._names(a.SessionGetOutputCount, a.SessionGetOutputName, alloc)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            if opts:
+                a.ReleaseSessionOptions(opts)
+        self._in = (C.c_char_p * len(self.input_names))(*(n.encode() for n in self.input_names))
+        self._out = (C.c_char_p * len(self.output_names))(*(n.encode() for n in self.output_names))
+
+    def _add_initializers(self, opts, buf: bytearray, layout) -> None:
+        a = self.a
+        base = C.addressof((C.c_char * len(buf)).from_buffer(buf))
+        self._initializers.append(buf)
+        for name, dims, data_type, offset, nbytes in layout:
+            shape = (C.c_int64 * len(dims))(*dims)
+            value = _P()
+            a.check(a.CreateTensorWithDataAsOrtValue(self.mem, _P(base + offset), nbytes, shape, len(dims), data_type,
+                                                     C.byref(value)))
+            self._initializers.append(value)
+            a.check(a.AddInitializer(opts, name.encode(), value))
+
+    def close(self) -> None:
+        a = self.a
+        for attr, release in (("session", a.ReleaseSession), ("mem", a.ReleaseMemoryInfo), ("env", a.ReleaseEnv)):
+            handle = getattr(self, attr, None)
+            if handle:
+                release(handle)
+                setattr(self, attr, _P())
+            if attr == "session":  # the user-owned initializers must outlive the session, not the other way round
+                for value in getattr(self, "_initializers", [])[1:]:
+                    a.ReleaseValue(value)
+                self._initializers = []
+
+    def __enter__(self) -> "CSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn ctypes down already
+            pass
 
     def _names(self, count_fn, name_fn, alloc):
         n = C.c_size_t()
@@ -125,6 +194,8 @@ class CSession:
 
     def run(self, feed: dict) -> list:
         a = self.a
+        if not self.session:
+            raise RuntimeError("onnxruntime: the session is closed")
         values, keep = [], []
         try:
             for name in self.input_names:
@@ -137,35 +208,37 @@ class CSession:
                                                          _INT64, C.byref(v)))
                 values.append(v)
             outs = (_P * len(self.output_names))()
-            in_names = (C.c_char_p * len(values))(*(n.encode() for n in self.input_names))
-            out_names = (C.c_char_p * len(outs))(*(n.encode() for n in self.output_names))
-            a.check(a.Run(self.session, None, in_names, (_P * len(values))(*values), len(values), out_names,
-                          len(outs), outs))
-            return [self._read(_P(o)) for o in outs]
+            try:
+                a.check(a.Run(self.session, None, self._in, (_P * len(values))(*values), len(values), self._out,
+                              len(outs), outs))
+                return [self._read(o) for o in outs]
+            finally:
+                for o in outs:  # read or not, every output is released here
+                    if o:
+                        a.ReleaseValue(o)
         finally:
             for v in values:
                 a.ReleaseValue(v)
 
     def _read(self, value):
         a = self.a
+        info, n = _P(), C.c_size_t()
+        a.check(a.GetTensorTypeAndShape(value, C.byref(info)))
         try:
-            info, n = _P(), C.c_size_t()
-            a.check(a.GetTensorTypeAndShape(value, C.byref(info)))
             a.check(a.GetDimensionsCount(info, C.byref(n)))
             dims = (C.c_int64 * n.value)()
             a.check(a.GetDimensions(info, dims, n.value))
-            a.ReleaseTensorTypeAndShapeInfo(info)
-            shape = list(dims)
-            size = 1
-            for d in shape:
-                size *= d
-            ptr = _P()
-            a.check(a.GetTensorMutableData(value, C.byref(ptr)))
-            out = array("f")
-            out.frombytes(C.string_at(ptr, 4 * size))
-            return out, shape
         finally:
-            a.ReleaseValue(value)
+            a.ReleaseTensorTypeAndShapeInfo(info)
+        shape = list(dims)
+        size = 1
+        for d in shape:
+            size *= d
+        ptr = _P()
+        a.check(a.GetTensorMutableData(value, C.byref(ptr)))
+        out = array("f")
+        out.frombytes(C.string_at(ptr, 4 * size))
+        return out, shape
 
 
 class CPredictor:
@@ -179,19 +252,31 @@ class CPredictor:
         self.tokenizer, self.task, self.heads = tokenizer, task, manifest["heads"]
 
     @classmethod
-    def from_dir(cls, model_dir, threads: int = 1, data_dir=None, task: str | None = None) -> "CPredictor":
-        from compress.common import build_task, read_manifest
-        from tasks.tokenization import load_tokenizer
+    def from_dir(cls, model_dir, threads: int = 1, data_dir=None, task: str | None = None,
+                 rss_marks: list | None = None) -> "CPredictor":
+        from compress.common import build_task, read_manifest, rss_kib
+        from compress.wordpiece import lean_tokenizer
+
+        marks = rss_marks if rss_marks is not None else []
 
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         if manifest.get("format") not in ("onnx", "ort"):
             raise ValueError(f"{model_dir}: the onnxruntime-c backend runs ONNX exports, not {manifest.get('format')!r}")
+        tokenizer = lean_tokenizer(model_dir, manifest["tokenizer"])
+        marks.append(("tokenizer", rss_kib()))
         task_obj = build_task(manifest, data_dir=data_dir, task_name=task)
         if task_obj is None:
             raise ValueError(f"{model_dir / 'manifest.json'}: no task recorded; the C-API predictor decodes with it")
-        tokenizer = load_tokenizer(model_dir, manifest["tokenizer"])
-        session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=threads)
+        marks.append(("task", rss_kib()))
+        initializers = None
+        if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
+            from compress.int4 import expand
+
+            initializers = expand(model_dir, manifest)
+        session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=threads,
+                           initializers=initializers)
+        marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 
     def examples(self, texts) -> list:
@@ -238,3 +323,24 @@ class CPredictor:
                         one[head["name"]] = data[i * shape[1]:(i + 1) * shape[1]]
                 results.append(self.task.decode(ex, one, enc))
         return results
+
+    def evaluate(self, examples, batch_size: int = 64) -> dict:
+        """Dev metrics through the task's (numpy) metric code: for ``tinydistill evaluate --backend
+        onnxruntime-c``, not for the deployed process, which never calls this."""
+        import numpy as np
+
+        encoded = self.encode(self.examples(examples))
+        parts: dict = {h["name"]: [] for h in self.heads}
+        for start in range(0, len(encoded), batch_size):
+            raw = self.logits(self.collate(encoded[start:start + batch_size]))
+            for head in self.heads:
+                data, shape = raw[head["name"]]
+                parts[head["name"]].append(np.frombuffer(data, dtype=np.float32).reshape(shape))
+        merged = {}
+        for head in self.heads:
+            chunks = parts[head["name"]]
+            if head["kind"] == "token":
+                length = max(c.shape[1] for c in chunks)
+                chunks = [np.pad(c, ((0, 0), (0, length - c.shape[1]), (0, 0))) for c in chunks]
+            merged[head["name"]] = np.concatenate(chunks, 0)
+        return self.task.compute_metrics(merged, encoded)

@@ -29,16 +29,23 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, model_dir, backend: str | None = None, threads: int = 1, task: str | None = None,
-                 data_dir: str | None = None) -> "Predictor":
+                 data_dir: str | None = None, rss_marks: list | None = None) -> "Predictor":
+        """``rss_marks``: a list to append ``(stage, VmRSS KiB)`` to after the tokenizer, task and session
+        (``tinydistill bench``'s memory breakdown)."""
+        from compress.common import rss_kib
         from tasks.tokenization import load_tokenizer
 
+        marks = rss_marks if rss_marks is not None else []
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         if not manifest.get("tokenizer"):
             raise ValueError(f"{model_dir / 'manifest.json'}: no tokenizer recorded; cannot predict from text")
         tokenizer = load_tokenizer(model_dir, manifest["tokenizer"])
+        marks.append(("tokenizer", rss_kib()))
         task_obj = build_task(manifest, data_dir=data_dir, task_name=task)
+        marks.append(("task", rss_kib()))
         session = open_session(model_dir, manifest, runtime_of(manifest, backend), threads)
+        marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -140,17 +147,16 @@ class _NoHeads:
 
 # -- command line -------------------------------------------------------------------------------------
 def cli_predict(args) -> int:
-    from compress.common import open_predictor
+    from compress.common import cli_predict as _cli_predict
 
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
-    for text, result in zip(args.texts, predictor.predict(args.texts)):
-        print(json.dumps({"text": text, **result}, ensure_ascii=False, default=_json_default))
-    return 0
+    return _cli_predict(args)
 
 
 def cli_evaluate(args) -> int:
-    predictor = Predictor.from_dir(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,
-                                   data_dir=args.data_dir)
+    from compress.common import open_predictor
+
+    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,
+                               data_dir=args.data_dir)
     if predictor.task is None:
         raise ValueError(f"{args.model_dir}: the manifest records no task; pass --task NAME")
     examples = predictor.task.load_file(args.file) if args.file else predictor.task.load("dev")

@@ -67,8 +67,8 @@ def vocab_prune(in_dir, out_dir, p, ctx) -> dict:
         counts.update(tok.encode(text).ids)
     old_size = tok.vocab_size
     keep = set(special_ids(tok))
-    for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if len(keep) >= p.max_vocab_size:
+    for i, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if count < p.min_count or (p.max_vocab_size is not None and len(keep) >= p.max_vocab_size):
             break
         keep.add(i)
     keep_ids = np.array(sorted(keep), dtype="int64")

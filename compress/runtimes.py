@@ -103,9 +103,23 @@ class OrtSession(Session):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # a batch-1 predictor: no CPU arena and no memory patterns (both hold on to freed buffers for reuse,
+        # which costs RSS and, at this size, no measurable time; see experiments/benchmarks/bench_compress.py)
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
         if file.suffix == ".ort":  # run from the flatbuffer in place: initializers are not copied at load
             opts.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
             opts.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+        self._int4 = None
+        if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
+            from compress.int4 import expand
+
+            buf, layout = expand(self.model_dir, manifest)
+            dtypes = {3: np.int8, 2: np.uint8}
+            self._int4 = [ort.OrtValue.ortvalue_from_numpy(
+                np.frombuffer(buf, dtypes[dt], count=n, offset=off).reshape(dims)) for _, dims, dt, off, n in layout]
+            for (name, *_), value in zip(layout, self._int4):
+                opts.add_initializer(name, value)  # the values (and buf under them) live as long as the session
         self.session = ort.InferenceSession(str(file), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 

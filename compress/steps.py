@@ -35,12 +35,17 @@ class StepContext:
 
 @dataclass
 class VocabPruneParams:
-    max_vocab_size: int = 6000  # special tokens included
+    # keep every token that occurs in the training text (at least ``min_count`` times) plus the specials, at most
+    # ``max_vocab_size`` of them (specials included; the most frequent first); null: no cap
+    max_vocab_size: int | None = None
+    min_count: int = 1
     cut_positions: bool = True  # cut position embeddings to the task's max_seq_length
 
     def validate(self):
-        if self.max_vocab_size < 8:
+        if self.max_vocab_size is not None and self.max_vocab_size < 8:
             raise ValueError("max_vocab_size must be at least 8")
+        if self.min_count < 1:
+            raise ValueError("min_count must be at least 1")
 
 
 @dataclass
@@ -113,7 +118,8 @@ def _step(name: str, params_cls: type, impl: str, summary: str):
 
 
 vocab_prune = _step("vocab_prune", VocabPruneParams, "compress.prune:vocab_prune",
-                    "keep the most frequent training tokens (specials kept); cut embeddings, vocab and positions")
+                    "keep the tokens the training text uses (specials kept; max_vocab_size caps, most frequent "
+                    "first); cut embeddings, vocab and positions")
 width_prune = _step("width_prune", WidthPruneParams, "compress.prune:width_prune",
                     "DynaBERT-style: gradient importance of heads/FFN neurons, slice to width, recover by KD")
 qat = _step("qat", QatParams, "compress.quant:qat",

@@ -21,7 +21,7 @@ HANDLERS = {
     "sweep": "experiments.sweep:cli_sweep",
     "report": "experiments.report:cli_report",
     "evaluate": "experiments.protocol:cli_evaluate",
-    "predict": "compress.predictor:cli_predict",
+    "predict": "compress.common:cli_predict",
     "bench": "compress.bench:cli_bench",
     "serve": "compress.serve:cli_serve",
     "data": "tasks.datasets:cli_data",

@@ -320,3 +320,135 @@ def test_ptq_records_both_methods_and_keeps_the_better(trained, tmp_path, ctx):
     assert scores[r["kept"]] == max(scores.values()) and r["precision"] == "int8"
     assert r["format"] == ("onnx" if r["kept"] == "onnx" else "paddle-inference")
     assert r["size_bytes"] < report_size(trained)  # INT8 matmul weights (the FP32 embedding dominates here)
+
+
+# -- INT4 storage, the lean (numpy-free) predictor ------------------------------------------------------
+@pytest.fixture(scope="module")
+def int4_exports(trained, tmp_path_factory, data_dir):
+    """``onnx-int8`` and ``onnx-int4`` of the trained model (both verified on dev by the export)."""
+    from compress.export import export
+
+    out = tmp_path_factory.mktemp("int4")
+    reports = {b: export(trained, b, out / b, data_dir=str(data_dir), max_check_examples=1500)
+               for b in ("onnx-int8", "onnx-int4")}
+    return out, reports
+
+
+def test_int4_export_is_smaller_agrees_with_its_source_and_expands_exactly(int4_exports, tmp_path):
+    """The smallest export: verified on dev within tolerance of its source, well under the INT8 size, and the
+    pure-Python expansion at load gives exactly the INT8 tensors the export computed with numpy."""
+    import onnx
+    from onnx import numpy_helper
+
+    from compress.common import read_manifest
+    from compress.int4 import expand, pack_int4, pack_tensor
+
+    out, reports = int4_exports
+    r4, r8 = reports["onnx-int4"], reports["onnx-int8"]
+    assert r4["precision"] == "int4" and r4["check"]["passed"]
+    assert abs(r4["check"]["export"] - r4["check"]["source"]) <= 0.5
+    assert r4["size_bytes"] < 0.65 * r8["size_bytes"]
+    spec = read_manifest(out / "onnx-int4")["int4"]
+    assert spec["tensors"] and (out / "onnx-int4" / spec["file"]).is_file()
+    assert any(t["data_type"] == onnx.TensorProto.UINT8 for t in spec["tensors"])  # the embedding table too
+    # the same packing of the INT8 export's model, expanded the way a predictor loads it
+    m8 = onnx.load(str(out / "onnx-int8" / "model.onnx"))
+    int8 = {i.name: numpy_helper.to_array(i) for i in m8.graph.initializer}
+    model, blob, spec = pack_int4(m8)
+    (tmp_path / spec["file"]).write_bytes(blob)
+    buf, layout = expand(tmp_path, {"model_file": "model.onnx", "int4": spec})
+    assert len(buf) == sum(n for *_, n in layout) and {n for n, *_ in layout} == {t["name"] for t in spec["tensors"]}
+    for name, dims, data_type, offset, nbytes in layout:
+        want = pack_tensor(int8[name], next(t["zero_point"] for t in spec["tensors"] if t["name"] == name))["decoded"]
+        got = np.frombuffer(bytes(buf[offset:offset + nbytes]), want.dtype).reshape(dims)
+        assert np.array_equal(got, want), name
+        assert np.abs(want.astype(int) - int8[name]).max() <= 20  # 4-bit rows of the INT8 values
+    # the graph keeps every initializer's name and shape; the packed ones carry no data
+    kept = {i.name: i for i in model.graph.initializer}
+    assert set(kept) == set(int8) and all(not kept[n].raw_data for n, *_ in layout)
+    import onnxruntime as ort
+
+    with pytest.raises(Exception, match="external data size mismatch"):  # model.onnx alone: no silent garbage
+        ort.InferenceSession(str(out / "onnx-int4" / "model.onnx"))
+
+
+def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch):
+    import compress.int4 as int4
+    from compress.common import ExportError
+    from compress.export import export
+
+    real = int4._row_codes
+
+    def broken(rows, div):  # step codes far too small: every weight collapses towards zero
+        q, codes = real(rows, div)
+        return q, np.ones_like(codes)
+
+    monkeypatch.setattr(int4, "_row_codes", broken)
+    with pytest.raises(ExportError, match="INT4 model fails its check"):
+        export(trained, "onnx-int4", tmp_path / "broken", data_dir=str(data_dir), max_check_examples=1500)
+    assert not (tmp_path / "broken").exists()
+
+
+def test_lean_predictor_equals_python_predictor_on_dev(int4_exports, data_dir):
+    """onnxruntime-c (ctypes, pure-Python WordPiece, INT4 expanded in pure Python) decodes every dev example like
+    the Python ONNX Runtime predictor (HF tokenizers, numpy) on the same directory."""
+    from compress.common import open_predictor
+
+    out, _ = int4_exports
+    lean = open_predictor(out / "onnx-int4", backend="onnxruntime-c", data_dir=str(data_dir))
+    python = open_predictor(out / "onnx-int4", backend="onnxruntime", data_dir=str(data_dir))
+    dev = python.task.load("dev")
+    got, want = lean.predict(dev, batch_size=64), python.predict(dev, batch_size=64)
+    assert [g["intent"] for g in got] == [w["intent"] for w in want]
+    assert [g["slots"] for g in got] == [w["slots"] for w in want]
+    assert max(abs(g["confidence"] - w["confidence"]) for g, w in zip(got, want)) < 1e-5
+    m_lean, m_python = lean.evaluate(dev[:500]), python.evaluate(dev[:500])
+    assert m_lean == pytest.approx(m_python)
+
+
+def test_lean_wordpiece_equals_ernie_wordpiece_on_the_corpus(slu, ernie_vocab):
+    from compress.wordpiece import LeanWordPiece
+    from tasks.tokenization import ErnieWordPieceTokenizer, read_vocab
+
+    vocab = read_vocab(ernie_vocab)
+    texts = [e.text for e in slu.load("train")] + [e.text for e in slu.load("dev")]
+    texts += ["Hello, World! ＡＢＣ café naïve 100ml ～￥⊿ \t x\u00ad y", "İstanbul 한국어 〇 µ Ø", "a" * 120, "[CLS]x"]
+    for tokens in (vocab, vocab[:2000] + ["[UNK]"]):  # the full vocabulary and a pruned one
+        fast, lean = ErnieWordPieceTokenizer(vocab=tokens), LeanWordPiece(tokens)
+        for text in texts:
+            a, b = fast.encode(text, max_length=16), lean.encode(text, max_length=16)
+            assert (a.ids, [tuple(o) for o in a.offsets]) == (b.ids, list(b.offsets)), text
+
+
+def test_c_api_version_check_and_release(int4_exports):
+    from compress.ort_capi import CSession, _Api
+
+    with pytest.raises(OSError, match="does not serve OrtApi version 999"):
+        _Api(api_version=999)
+    out, _ = int4_exports
+    session = CSession(out / "onnx-int8" / "model.onnx")
+    assert session.session and session.env and session.mem
+    session.close()
+    session.close()  # idempotent
+    assert not session.session and not session.env and not session.mem
+    with pytest.raises(RuntimeError, match="closed"):
+        session.run({})
+
+
+def test_cli_onnxruntime_c_evaluate_list_and_lean_predict_process(int4_exports, data_dir, capsys):
+    from experiments.cli import main
+
+    out, _ = int4_exports
+    assert main(["list", "backends"]) == 0
+    listed = capsys.readouterr().out
+    assert "onnxruntime-c" in listed and "onnx-int4" in listed
+    assert main(["evaluate", str(out / "onnx-int4"), "--backend", "onnxruntime-c", "--data-dir", str(data_dir)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runtime"] == "onnxruntime-c" and result["examples"] > 1000
+    code = ("import sys; from experiments.cli import main; "
+            f"main(['predict', {str(out / 'onnx-int4')!r}, '播放刘德华的忘情水', '--backend', 'onnxruntime-c']); "
+            "print(sorted(m for m in ('numpy', 'paddle', 'onnxruntime', 'tokenizers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "[]" and json.loads(lines[0])["intent"]

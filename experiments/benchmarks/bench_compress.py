@@ -1,19 +1,29 @@
-"""Compression-stage benchmark (a script, not a test): nano SLU student -> vocab_prune 6000 -> width_prune 0.75
--> qat -> embedding_int8 -> export, then one bench over the FP32 model and every step.
+"""Compression-stage benchmark (a script, not a test): the whole chain on a nano SLU student, every target of
+issue #12 measured on the runtime the FP32 model runs on.
 
-    python experiments/benchmarks/bench_compress.py [--model-dir DIR] [--out DIR] [--data-dir DIR]
+    python experiments/benchmarks/bench_compress.py [--model-dir DIR] [--out DIR] [--data-dir DIR] [--rounds 3]
 
 Without ``--model-dir`` it first trains ``ernie-3.0-tiny-nano-v2-zh`` from scratch (no pretrained weights here)
-briefly on the real NLPCC 2018 task 4 data, max_seq_length 16.  Prints size / latency / peak RSS / dev accuracy
-and the ratios against the FP32 model measured on the same runtime, and checks the acceptance targets:
-final size <= 7.8 % of FP32, end-to-end speed-up >= 2.13x (batch 1, seq 16, 1 thread), peak RSS >= 62 % lower,
-dev sentence accuracy within 0.5 points.
+briefly on the real NLPCC 2018 task 4 data, max_seq_length 16.  Chain: ``vocab_prune`` (the tokens the
+training text uses, plus specials) -> ``width_prune 0.75`` (KD recovery) -> ``qat`` -> ``embedding_int8``, then
+the exports ``onnx-int8`` (ONNX Runtime dynamic INT8 + INT8 Gather), ``ort-mobile`` (its ``.ort``) and
+``onnx-int4`` (the same INT8 kernels, weights stored as 4-bit rows; the smallest), each verified on dev.
+
+Measured per runtime (Paddle Inference, Python ONNX Runtime, ``onnxruntime-c``), every directory in a fresh
+process, ``--rounds`` interleaved rounds (alternating order): size, end-to-end latency (tokenise + run +
+decode) and model-only latency at batch 1 / 16 tokens / 1 thread as wall and process CPU time, peak RSS with
+its breakdown (interpreter, runtime library, tokenizer, task, session, running), dev sentence accuracy.
+Ratios are against the FP32 model on the same runtime, per round; the table gives the median over rounds
+and the spread (min-max).  Targets (issue #12): size <= 5 % of FP32, e2e speed-up >= 3x, peak RSS >= 70 %
+lower, <= 0.1 dev points lost per compression step (steps that train need equal-budget controls, reported
+as pending here).  Writes ``OUT/bench_compress.json``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,17 +59,160 @@ def dev_accuracy(model_dir: Path, data_dir: str) -> float:
     return float(p.evaluate(p.task.load("dev"))[p.task.main_metric])
 
 
-def rss_floor(model_dir: Path) -> float:
-    """Peak RSS (MiB) of a process that sets up everything of the ONNX Runtime predictor but the session."""
-    code = ("import sys; sys.path.insert(0, %r)\n"
-            "import numpy, onnxruntime\n"
-            "from compress.common import read_manifest, build_task\n"
-            "from compress.bench import peak_rss_kib\n"
-            "from tasks.tokenization import load_tokenizer\n"
-            "m = read_manifest(%r); t = load_tokenizer(%r, m['tokenizer']); task = build_task(m)\n"
-            "print(peak_rss_kib() / 1024)") % (str(ROOT), str(model_dir), str(model_dir))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+
+TARGETS = {"size_pct": 5.0, "e2e_speedup": 3.0, "rss_reduction_pct": 70.0, "accuracy_drop": 0.1}
+
+
+def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
+    """Run the compression steps and exports (each verified); returns name -> model directory."""
+    from compress.common import ExportError
+    from compress.export import export
+    from compress.pipeline import run_steps
+
+    steps = [{"step": "vocab_prune"},
+             {"step": "width_prune", "width": args.width, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
+                                                                      "batch_size": 64}},
+             {"step": "qat", "epochs": args.qat_epochs, "lr": 2e-5, "batch_size": 64},
+             {"step": "embedding_int8"}]
+    reports = run_steps(fp32, steps[:2], out / "compressed", ctx)
+    for i, step in enumerate(steps[2:], 3):
+        try:
+            reports += run_steps(reports[-1]["out_dir"], [step], out / "compressed", ctx, first=i)
+        except ExportError as exc:  # report it, then go on with a looser check so the chain still finishes
+            print(f"[bench_compress] CHECK FAILED: {exc}\n[bench_compress] retrying {step['step']} with tolerance "
+                  f"{args.fallback_tolerance} to finish the chain (the miss is part of the result)", flush=True)
+            reports += run_steps(reports[-1]["out_dir"], [{**step, "tolerance": args.fallback_tolerance}],
+                                 out / "compressed", ctx, first=i)
+    (out / "steps.json").write_text(json.dumps(reports, indent=2, default=str))
+    dirs = chain_dirs(out, fp32)
+    make_exports(args, out, dirs)
+    return dirs
+
+
+def make_exports(args, out: Path, dirs: dict[str, Path]) -> None:
+    """The exports every table row needs (each verified against its source), skipping those already there."""
+    from compress.export import export
+
+    e, final = out / "export", dirs["embedding_int8"]
+    wanted = [("onnx-int8", final, "onnx-int8", {}), ("ort-mobile", final, "ort-mobile", {}),
+              ("onnx-int4", final, "onnx-int4", {}), ("onnx-int4-int8gather", final, "onnx-int4", {"int4_embedding": False}),
+              ("fp32-onnx", dirs["fp32"], "onnx", {}), ("fp32-paddle-inference", dirs["fp32"], "paddle-inference", {}),
+              ("vocab_prune-onnx", dirs["vocab_prune"], "onnx", {}), ("width_prune-onnx", dirs["width_prune"], "onnx", {}),
+              ("qat-float-onnx", dirs["qat"] / "source", "onnx", {})]
+    for name, src, backend, params in wanted:
+        if not (e / name / "manifest.json").is_file():
+            r = export(src, backend, e / name, data_dir=args.data_dir, **params)
+            print(f"[bench_compress] export {name}: {r['size_bytes'] / 1e6:.2f} MB, check "
+                  f"{json.dumps({k: v for k, v in r['check'].items() if not k.endswith('_metrics')}, default=str)}",
+                  flush=True)
+        dirs[name] = e / name
+
+
+def dev_metrics(model_dir: Path, data_dir: str) -> dict:
+    from compress.predictor import Predictor
+
+    p = Predictor.from_dir(model_dir, data_dir=data_dir)
+    return {k: float(v) for k, v in p.evaluate(p.task.load("dev")).items()}
+
+
+# runtime -> [(row name, directory key)]; the first row is that runtime's FP32 baseline
+GROUPS = {
+    "paddle-inference": [("FP32", "fp32-paddle-inference"), ("QAT INT8 + INT8 embedding", "embedding_int8")],
+    "onnxruntime": [("FP32", "fp32-onnx"), ("INT8 (+ INT8 Gather)", "onnx-int8"), ("INT8 .ort", "ort-mobile"),
+                    ("INT4 storage, INT8 kernels", "onnx-int4")],
+    "onnxruntime-c": [("FP32", "fp32-onnx"), ("INT8 (+ INT8 Gather)", "onnx-int8"), ("INT8 .ort", "ort-mobile"),
+                      ("INT4 storage, INT8 kernels", "onnx-int4")],
+}
+TRADEOFF = [("FP32", "fp32-onnx"), ("width 0.75 FP32", "width_prune-onnx"), ("INT8 + INT8 Gather", "onnx-int8"),
+            ("INT4 storage, INT8 Gather", "onnx-int4-int8gather"), ("INT4 storage (+ INT4 Gather)", "onnx-int4")]
+
+
+def measure_rounds(args, dirs: dict[str, Path]) -> dict:
+    """Every group's directories on its runtime, ``args.rounds`` rounds, order alternating between rounds."""
+    from compress.bench import bench_dirs
+
+    groups = dict(GROUPS)
+    groups["tradeoff (onnxruntime-c)"] = TRADEOFF
+    results: dict = {g: {name: [] for name, _ in rows} for g, rows in groups.items()}
+    loads = []
+    for r in range(args.rounds):
+        load = os.getloadavg()[0]
+        for g, rows in groups.items():
+            backend = "onnxruntime-c" if g.startswith(("onnxruntime-c", "tradeoff")) else None
+            order = rows if r % 2 == 0 else rows[::-1]
+            res = bench_dirs([dirs[k] for _, k in order], backend=backend, threads=args.threads, runs=args.runs,
+                             throughput_batches=(), log=lambda m: None)
+            for (name, _), one in zip(order, res):
+                results[g][name].append(one)
+        loads.append((load, os.getloadavg()[0]))
+        print(f"[bench_compress] round {r + 1}/{args.rounds} done (load {load:.2f} -> {loads[-1][1]:.2f})", flush=True)
+    return {"groups": {g: [(n, k) for n, k in rows] for g, rows in groups.items()}, "results": results,
+            "load1": loads}
+
+
+def summarise(measured: dict, dirs: dict[str, Path], accuracy: dict) -> dict:
+    """Median and spread over rounds of every figure and of every ratio against the group's FP32 row."""
+    med = statistics.median
+    out = {}
+    for g, rows in measured["groups"].items():
+        res = measured["results"][g]
+        base = res[rows[0][0]]
+        table = []
+        for name, key in rows:
+            runs = res[name]
+            ratios = {
+                "e2e_speedup": [b["e2e_ms"]["p50"] / x["e2e_ms"]["p50"] for b, x in zip(base, runs)],
+                "e2e_cpu_speedup": [b["e2e_cpu_ms"]["p50"] / x["e2e_cpu_ms"]["p50"] for b, x in zip(base, runs)],
+                "model_speedup": [b["model_ms"]["p50"] / x["model_ms"]["p50"] for b, x in zip(base, runs)],
+                "rss_reduction_pct": [100.0 * (1 - x["peak_rss_mib"] / b["peak_rss_mib"]) for b, x in zip(base, runs)],
+            }
+            figures = {"e2e_ms": [x["e2e_ms"]["p50"] for x in runs], "e2e_cpu_ms": [x["e2e_cpu_ms"]["p50"] for x in runs],
+                       "model_ms": [x["model_ms"]["p50"] for x in runs], "peak_rss_mib": [x["peak_rss_mib"] for x in runs]}
+            breakdown = {k: med([x["memory_mib"][k] for x in runs]) for k in runs[0]["memory_mib"]}
+            acc = accuracy[key]["sentence_accuracy"]
+            row = {"name": name, "dir": str(dirs[key]), "runtime": runs[0]["runtime"], "precision": runs[0]["precision"],
+                   "size_bytes": runs[0]["size_bytes"], "size_pct": 100.0 * runs[0]["size_bytes"] / base[0]["size_bytes"],
+                   "sentence_accuracy": acc,
+                   "accuracy_delta": acc - accuracy[rows[0][1]]["sentence_accuracy"],
+                   "numpy_imported": runs[0]["numpy_imported"], "paddle_imported": runs[0]["paddle_imported"],
+                   "memory_mib": breakdown}
+            for k, v in {**figures, **ratios}.items():
+                row[k] = med(v)
+                row[k + "_spread"] = [min(v), max(v)]
+                row[k + "_rounds"] = v
+            table.append(row)
+        out[g] = table
+    return out
+
+
+def _fmt_row(r: dict) -> str:
+    def spread(k, f="{:.2f}"):
+        lo, hi = r[k + "_spread"]
+        return f"{f.format(r[k])} [{f.format(lo)}-{f.format(hi)}]"
+
+    return (f"  {r['name']:<28} {r['precision']:>5} {r['size_bytes'] / 1e6:6.2f} MB {r['size_pct']:5.1f} %  "
+            f"e2e wall {spread('e2e_ms', '{:.3f}')} ms ({spread('e2e_speedup')}x)  "
+            f"e2e CPU {spread('e2e_cpu_ms', '{:.3f}')} ms ({spread('e2e_cpu_speedup')}x)  "
+            f"model {r['model_ms']:.3f} ms ({r['model_speedup']:.2f}x)  "
+            f"RSS {spread('peak_rss_mib', '{:.1f}')} MiB (-{r['rss_reduction_pct']:.1f} %)  "
+            f"dev {r['sentence_accuracy']:.2f} ({r['accuracy_delta']:+.2f})")
+
+
+def verdicts(summary: dict, step_deltas: dict) -> dict:
+    """``met`` per runtime for the final (last) row of each group, from the medians."""
+    out = {}
+    worst_step = min(v for v in step_deltas.values() if v is not None)
+    for g in GROUPS:
+        final = summary[g][-1]
+        measured = {"size_pct": final["size_pct"], "e2e_speedup": final["e2e_speedup"],
+                    "e2e_cpu_speedup": final["e2e_cpu_speedup"], "rss_reduction_pct": final["rss_reduction_pct"],
+                    "accuracy_drop": -worst_step}
+        met = {"size_pct": measured["size_pct"] <= TARGETS["size_pct"],
+               "e2e_speedup": min(final["e2e_speedup"], final["e2e_cpu_speedup"]) >= TARGETS["e2e_speedup"],
+               "rss_reduction_pct": measured["rss_reduction_pct"] >= TARGETS["rss_reduction_pct"],
+               "accuracy_drop": measured["accuracy_drop"] <= TARGETS["accuracy_drop"]}
+        out[g] = {"model": final["name"], "dir": final["dir"], "measured": measured, "met": met}
+    return out
 
 
 def main() -> int:
@@ -70,112 +223,97 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2, help="training epochs of the FP32 student")
     ap.add_argument("--max-train", type=int, default=8000,
                     help="training examples for the student and the recovery/QAT steps (0: all ~17k)")
+    ap.add_argument("--width", type=float, default=0.75)
     ap.add_argument("--recover-epochs", type=int, default=1)
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--bench-only", action="store_true", help="only measure the directories an earlier run left in --out")
+    ap.add_argument("--bench-only", action="store_true",
+                    help="only measure the directories an earlier run left in --out (exports still missing are made)")
     ap.add_argument("--fallback-tolerance", type=float, default=5.0,
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
     args = ap.parse_args()
 
-    from compress.common import ExportError
-    from compress.export import export
-    from compress.pipeline import run_steps
     from compress.steps import StepContext
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    fp32 = Path(args.model_dir) if args.model_dir else train_student(out, args.data_dir, args.epochs, args.max_train)
+    trained = out / "train" / "best"
+    fp32 = Path(args.model_dir) if args.model_dir else (trained if args.bench_only else
+                                                         train_student(out, args.data_dir, args.epochs, args.max_train))
     train_s = time.time() - t0
-
     ctx = StepContext(data_dir=args.data_dir, threads=args.threads, progress=False,
                       max_train_examples=args.max_train or None, log=lambda m: print(m, flush=True))
-    steps = [{"step": "vocab_prune", "max_vocab_size": 6000},
-             {"step": "width_prune", "width": 0.75, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
-                                                                "batch_size": 64}},
-             {"step": "qat", "epochs": args.qat_epochs, "lr": 2e-5, "batch_size": 64},
-             {"step": "embedding_int8"}]
     t1 = time.time()
-    if args.bench_only:  # measure the directories of an earlier run of this script in --out again
-        return bench_and_report(args, out, fp32, train_s, None)
-    reports = run_steps(fp32, steps[:2], out / "compressed", ctx)
-    for i, step in enumerate(steps[2:], 3):
-        try:
-            reports += run_steps(reports[-1]["out_dir"], [step], out / "compressed", ctx, first=i)
-        except ExportError as exc:  # report it, then go on with a looser check so the chain still finishes
-            print(f"[bench_compress] CHECK FAILED: {exc}\n[bench_compress] retrying {step['step']} with tolerance "
-                  f"{args.fallback_tolerance} to finish the chain (the miss is part of the result)", flush=True)
-            reports += run_steps(reports[-1]["out_dir"], [{**step, "tolerance": args.fallback_tolerance}],
-                                 out / "compressed", ctx, first=i)
-    dirs = {r["step"]: Path(r["out_dir"]) for r in reports}
-    for name, backend in (("onnx-int8", "onnx-int8"), ("ort-mobile", "ort-mobile")):
-        r = export(dirs["embedding_int8"], backend, out / "export" / name, data_dir=args.data_dir)
-        print(f"[bench_compress] export {name}: check {json.dumps(r['check'], default=str)[:300]}")
+    if args.bench_only and (out / "compressed" / "4-embedding_int8" / "manifest.json").is_file():
+        dirs = chain_dirs(out, fp32)
+        args_steps = [json.loads((dirs[k] / "report.json").read_text()) for k in
+                      ("vocab_prune", "width_prune", "qat", "embedding_int8")]
+        make_exports(args, out, dirs)
+    else:
+        dirs = chain(args, out, fp32, ctx)
+        args_steps = json.loads((out / "steps.json").read_text())
     compress_s = time.time() - t1
-    # same-runtime references: the FP32 model and the pruned steps exported to ONNX / Paddle Inference
-    for name, src in (("fp32", fp32), ("vocab_prune", dirs["vocab_prune"]), ("width_prune", dirs["width_prune"])):
-        export(src, "onnx", out / "export" / f"{name}-onnx")
-    export(fp32, "paddle-inference", out / "export" / "fp32-paddle-inference")
-    return bench_and_report(args, out, fp32, train_s, compress_s, reports)
 
+    keys = sorted({k for rows in list(GROUPS.values()) + [TRADEOFF] for _, k in rows}
+                  | {"vocab_prune", "width_prune", "qat", "qat-float-onnx"})
+    accuracy = {k: dev_metrics(dirs[k], args.data_dir) for k in keys}
+    acc = {k: v["sentence_accuracy"] for k, v in accuracy.items()}
+    step_deltas = {  # steps that do not train: the compression effect alone
+        "vocab_prune (vs FP32)": acc["vocab_prune"] - acc["fp32-onnx"],
+        "embedding_int8 (Paddle, vs QAT)": acc["embedding_int8"] - acc["qat"],
+        "ONNX INT8 + INT8 Gather (vs QAT float weights on ONNX)": acc["onnx-int8"] - acc["qat-float-onnx"],
+        "INT4 storage (vs ONNX INT8)": acc["onnx-int4"] - acc["onnx-int8"],
+    }
+    pending = ["width_prune (recovery training)", "qat (training)"]
+    measured = measure_rounds(args, dirs)
+    summary = summarise(measured, dirs, accuracy)
+    met = verdicts(summary, step_deltas)
 
-def bench_and_report(args, out: Path, fp32: Path, train_s: float, compress_s, reports=None) -> int:
-    from compress.bench import bench_dirs, format_table
-
-    c, e = out / "compressed", out / "export"
-    if reports is None:
-        reports = [json.loads((c / d / "report.json").read_text()) for d in
-                   ("1-vocab_prune", "2-width_prune", "3-qat", "4-embedding_int8")]
-    table = [("FP32 (paddle dygraph)", fp32), ("FP32 onnx", e / "fp32-onnx"),
-             ("FP32 paddle-inference", e / "fp32-paddle-inference"),
-             ("vocab_prune onnx", e / "vocab_prune-onnx"), ("width_prune onnx", e / "width_prune-onnx"),
-             ("qat paddle-inference", c / "3-qat"), ("emb_int8 paddle-inference", c / "4-embedding_int8"),
-             ("final onnx-int8", e / "onnx-int8"), ("final ort-mobile", e / "ort-mobile")]
-    results = bench_dirs([d for _, d in table], threads=args.threads, runs=args.runs,
-                         log=lambda m: print(m, flush=True))
-    for (name, d), r in zip(table, results):
-        r["name"], r["dev_accuracy"] = name, dev_accuracy(d, args.data_dir)
     print()
-    print(format_table(results, [n for n, _ in table]))
-    print("\ndev sentence accuracy: " + ", ".join(f"{r['name']} {r['dev_accuracy']:.2f}" for r in results))
-
-    by = {r["name"]: r for r in results}
-
-    def versus(a: str, b: str) -> dict:
-        x, y = by[a], by[b]
-        return {"size_pct": 100.0 * y["size_bytes"] / x["size_bytes"],
-                "e2e_speedup": x["e2e_ms"]["p50"] / y["e2e_ms"]["p50"],
-                "model_speedup": x["model_ms"]["p50"] / y["model_ms"]["p50"],
-                "rss_reduction_pct": 100.0 * (1 - y["peak_rss_mib"] / x["peak_rss_mib"]),
-                "accuracy_delta": y["dev_accuracy"] - x["dev_accuracy"]}
-
-    acceptance = {"onnxruntime: FP32 onnx -> final onnx-int8": versus("FP32 onnx", "final onnx-int8"),
-                  "onnxruntime: FP32 onnx -> final ort-mobile": versus("FP32 onnx", "final ort-mobile"),
-                  "paddle-inference: FP32 -> emb_int8": versus("FP32 paddle-inference", "emb_int8 paddle-inference")}
-    print("\nacceptance (targets: size <= 7.8 %, e2e speed-up >= 2.13x, RSS >= 62 % lower, accuracy >= -0.5):")
-    for name, v in acceptance.items():
-        ok = {"size": v["size_pct"] <= 7.8, "speed": v["e2e_speedup"] >= 2.13, "rss": v["rss_reduction_pct"] >= 62,
-              "acc": v["accuracy_delta"] >= -0.5}
-        v["met"] = ok
-        print(f"  {name}: size {v['size_pct']:.1f} % [{'ok' if ok['size'] else 'MISSED'}], e2e speed-up "
-              f"{v['e2e_speedup']:.2f}x [{'ok' if ok['speed'] else 'MISSED'}] (model-only {v['model_speedup']:.2f}x), "
-              f"peak RSS -{v['rss_reduction_pct']:.1f} % [{'ok' if ok['rss'] else 'MISSED'}], accuracy "
-              f"{v['accuracy_delta']:+.2f} [{'ok' if ok['acc'] else 'MISSED'}]")
-    floor = rss_floor(e / "ort-mobile")
-    print(f"  RSS floor of the ONNX Runtime predictor process (python + numpy + onnxruntime + tokenizer + task, "
-          f"no model session): {floor:.1f} MiB; model-attributable peak RSS: FP32 onnx "
-          f"{by['FP32 onnx']['peak_rss_mib'] - floor:.1f} MiB -> final ort-mobile "
-          f"{by['final ort-mobile']['peak_rss_mib'] - floor:.1f} MiB")
-    per_step = ", ".join(f"{r['step']} {r.get('seconds', 0):.0f} s" for r in reports)
-    total = f"{compress_s:.0f} s" if compress_s is not None else "(earlier run)"
-    print(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {total} ({per_step})")
+    for g, rows in summary.items():
+        print(f"{g} (ratios vs its FP32 row, median [min-max] over {args.rounds} rounds):")
+        for r in rows:
+            print(_fmt_row(r))
+        print()
+    print("peak RSS breakdown, MiB (median over rounds; VmRSS growth per stage, 'running' = peak above the loaded "
+          "process):")
+    for g in GROUPS:
+        for r in summary[g]:
+            print(f"  {g:<17} {r['name']:<28} " + ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mib"].items())
+                  + f"; numpy {'loaded' if r['numpy_imported'] else 'not loaded'}")
+    print("\ndev sentence accuracy, steps that do not train (compression effect alone):")
+    for k, v in step_deltas.items():
+        print(f"  {k}: {v:+.2f} pp [{'ok' if -v <= TARGETS['accuracy_drop'] else 'MISSED'}]")
+    print("  pending equal-budget controls: " + ", ".join(pending))
+    print(f"\ntargets: size <= {TARGETS['size_pct']} %, e2e speed-up >= {TARGETS['e2e_speedup']}x (wall and CPU), "
+          f"peak RSS >= {TARGETS['rss_reduction_pct']} % lower, <= {TARGETS['accuracy_drop']} points per step")
+    for g, v in met.items():
+        m, ok = v["measured"], v["met"]
+        mark = {True: "met", False: "MISSED"}
+        print(f"  {g} ({v['model']}): size {m['size_pct']:.1f} % [{mark[ok['size_pct']]}], e2e speed-up "
+              f"{m['e2e_speedup']:.2f}x wall / {m['e2e_cpu_speedup']:.2f}x CPU [{mark[ok['e2e_speedup']]}], peak RSS "
+              f"-{m['rss_reduction_pct']:.1f} % [{mark[ok['rss_reduction_pct']]}], worst non-training step "
+              f"{-m['accuracy_drop']:+.2f} pp [{mark[ok['accuracy_drop']]}]")
+    per_step = ", ".join(f"{r['step']} {r.get('seconds', 0):.0f} s" for r in args_steps)
+    print(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {compress_s:.0f} s ({per_step}); "
+          f"load average per round " + ", ".join(f"{a:.2f}->{b:.2f}" for a, b in measured["load1"]))
     from distill.fsutil import write_json
 
-    write_json(out / "bench_compress.json", {"results": results, "acceptance": acceptance, "steps": reports,
-                                             "train_seconds": train_s, "compress_seconds": compress_s})
+    write_json(out / "bench_compress.json", {
+        "targets": TARGETS, "met": met, "summary": summary, "step_accuracy_deltas": step_deltas,
+        "pending_controls": pending, "dev": accuracy, "load1": measured["load1"], "rounds": args.rounds,
+        "runs": args.runs, "steps": args_steps, "train_seconds": train_s, "compress_seconds": compress_s,
+        "command": "python experiments/benchmarks/bench_compress.py " + " ".join(sys.argv[1:])})
     return 0
+
+
+def chain_dirs(out: Path, fp32: Path) -> dict[str, Path]:
+    c = out / "compressed"
+    return {"fp32": fp32, "vocab_prune": c / "1-vocab_prune", "width_prune": c / "2-width_prune", "qat": c / "3-qat",
+            "embedding_int8": c / "4-embedding_int8"}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,177 @@
+"""INT4 weight storage for the INT8 ONNX Runtime model: 4-bit on disk, INT8 kernels in the session.
+
+ONNX Runtime's INT4 kernel (``MatMulNBits``) makes the model small but, at batch 1 / 16 tokens on this CPU,
+2-3x slower than the dynamic INT8 kernels (``DynamicQuantizeMatMul``; measurements in /work/shared/STACK.md).
+So the ``onnx-int4`` export keeps the INT8 graph of ``quantize_dynamic`` and stores each of its large INT8/UINT8
+weight tensors (``MatMulInteger`` weights, the quantised embedding ``Gather`` tables) as
+
+* one ``uint8`` step code ``c`` per row (the row's step is ``c / div`` INT8 units; ``div`` 16, or 8 for tables
+  whose values span more than 127), and
+* 4-bit codes ``q`` in [0, 15], two a byte: byte ``i`` of a row of ``n`` values holds value ``i`` (low nibble)
+  and value ``i + ceil(n / 2)`` (high nibble),
+
+in ``model.int4``, next to ``model.onnx``, the graph with those initializers' names, types and shapes and a
+1-byte external-data reference (so that a session opened on ``model.onnx`` alone fails loudly).  When a predictor loads the directory, ``expand`` turns every row back into its INT8 values
+``round((q - 8) * c / div) + zero point`` with two ``bytes.translate`` calls (a 256-entry table per step code)
+into one preallocated buffer, and the session takes each tensor from it as a user-owned initializer
+(``AddInitializer``: ONNX Runtime neither parses nor copies it): INT4 size on disk, the INT8 kernels and speed
+in the session, and less memory at load than the INT8 ``.onnx`` file, whose weights ONNX Runtime holds twice
+while it builds the session.  Expansion is pure Python (no numpy, no onnx), so the numpy-free ``onnxruntime-c``
+predictor runs these directories too.  (Decoding in the graph and letting ONNX Runtime's constant folding run it
+was tried first: folding keeps float intermediates of every tensor alive, and a session's peak RSS went to
+~0.7 GB.)
+
+A row is a row of the stored INT8 tensor: an input feature of a ``MatMulInteger`` weight (whose INT8 values are
+already scaled per output channel) or a token of the embedding table.  Its step code is chosen to minimise the
+squared error in INT8 units (a small search around ``max |v| / 8``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+INT4_FILE = "model.int4"
+_RANGES = {3: (-128, 127), 2: (0, 255)}  # TensorProto INT8, UINT8: what the stored tensor may hold
+
+
+# -- packing (export side; numpy and onnx) --------------------------------------------------------------
+def _row_codes(rows, div: float):
+    """Integer rows ``[R, n]`` (zero point removed) -> (4-bit codes in [0, 15] ``[R, n]``, step codes ``[R]``)."""
+    import numpy as np
+
+    v = rows.astype(np.float64)
+    base = np.clip(np.ceil(np.abs(v).max(-1, keepdims=True) / 8.0 * div), 1, 255)
+    best_err = best_q = best_c = None
+    for delta in (-3, -2, -1, 0, 1, 2):
+        c = np.clip(base + delta, 1, 255)
+        q = np.clip(np.round(v / (c / div)), -8, 7)
+        err = ((np.round(q * (c / div)) - v) ** 2).sum(-1, keepdims=True)
+        if best_err is None:
+            best_err, best_q, best_c = err, q, c
+        else:
+            better = err < best_err
+            best_err, best_q, best_c = (np.where(better, err, best_err), np.where(better, q, best_q),
+                                        np.where(better, c, best_c))
+    return (best_q + 8).astype(np.uint8), best_c[:, 0].astype(np.uint8)
+
+
+def pack_tensor(w, zero_point: int = 0) -> dict:
+    """A 2-D INT8/UINT8 array -> ``{"codes", "packed", "div", "decoded"}`` (``decoded``: the INT8 tensor the
+    session will hold, computed the way ``expand`` computes it)."""
+    import numpy as np
+
+    rows = w.astype(np.int16) - zero_point
+    r, n = rows.shape
+    div = 16.0 if np.abs(rows).max(initial=0) <= 127 else 8.0  # the largest step, 255 / div, covers the values
+    half = (n + 1) // 2
+    padded = np.zeros((r, 2 * half), np.int16)
+    padded[:, :n] = rows
+    q, codes = _row_codes(padded, div)
+    packed = (q[:, :half] | (q[:, half:] << 4)).astype(np.uint8)
+    step = codes.astype(np.float64)[:, None] / div
+    full = np.concatenate([packed & 15, packed >> 4], 1).astype(np.float64) - 8.0
+    low, high = _RANGES[3] if w.dtype == np.int8 else _RANGES[2]
+    decoded = np.clip(np.round(full * step) + zero_point, low, high)[:, :n].astype(w.dtype)
+    return {"codes": codes, "packed": packed, "div": div, "decoded": decoded}
+
+
+def _targets(graph, embedding: bool, min_elements: int) -> dict[str, int]:
+    """Initializer name -> zero point for the INT8/UINT8 weights ``quantize_dynamic`` wrote: ``MatMulInteger``
+    weights, and the quantised ``Gather`` tables (their zero point is the ``DequantizeLinear``'s after them);
+    tensors with per-channel zero points, or smaller than ``min_elements``, stay in the graph."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    dq_zp = {n.input[0]: (n.input[2] if len(n.input) > 2 else "") for n in graph.node if n.op_type == "DequantizeLinear"}
+    found: dict[str, str] = {}
+    for node in graph.node:
+        if node.op_type == "MatMulInteger" and len(node.input) > 1:
+            found[node.input[1]] = node.input[3] if len(node.input) > 3 else ""
+        elif embedding and node.op_type == "Gather" and node.output[0] in dq_zp:
+            found[node.input[0]] = dq_zp[node.output[0]]
+    out = {}
+    for name, zp_name in found.items():
+        init = inits.get(name)
+        if init is None or init.data_type not in _RANGES or len(init.dims) != 2 or \
+                int(np.prod(init.dims)) < min_elements:
+            continue
+        zp = numpy_helper.to_array(inits[zp_name]).reshape(-1) if zp_name in inits else np.zeros(1, np.int64)
+        if np.unique(zp).size == 1:
+            out[name] = int(zp[0])
+    return out
+
+
+def pack_int4(model, embedding: bool = True, min_elements: int = 4096):
+    """Take the large INT8 tensors out of an INT8 ``quantize_dynamic`` ModelProto (changed in place) and pack them;
+    returns ``(model, blob, spec)``: write the model as ``model.onnx``, ``blob`` as ``model.int4`` and ``spec``
+    into the manifest (``int4``)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    targets = _targets(graph, embedding, min_elements)
+    parts, tensors, offset, errors = [], [], 0, {}
+    for name, zero_point in targets.items():
+        w = numpy_helper.to_array(inits[name])
+        p = pack_tensor(w, zero_point)
+        data = p["codes"].tobytes() + p["packed"].tobytes()
+        tensors.append({"name": name, "dims": [int(d) for d in w.shape], "data_type": int(inits[name].data_type),
+                        "zero_point": zero_point, "div": p["div"], "offset": offset, "bytes": len(data)})
+        parts.append(data)
+        offset += len(data)
+        centred = w.astype(np.float64) - zero_point
+        err = p["decoded"].astype(np.float64) - w
+        errors[name] = float(np.sqrt((err ** 2).mean()) / max(np.sqrt((centred ** 2).mean()), 1e-12))
+    for name in targets:  # name, type and shape stay in the graph; the predictor supplies the data
+        init = inits[name]
+        init.ClearField("raw_data")
+        # an external-data reference of 1 byte into model.int4: ONNX Runtime checks that the file exists but reads
+        # nothing when the predictor supplies the tensor, and a session opened without the predictor's
+        # initializers fails loudly ("external data size mismatch") instead of reading packed bytes as weights
+        init.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", INT4_FILE), ("length", "1")):
+            entry = init.external_data.add()
+            entry.key, entry.value = key, value
+    spec = {"file": INT4_FILE, "tensors": tensors,
+            "max_relative_rms_error": round(max(errors.values()), 4) if errors else 0.0}
+    return model, b"".join(parts), spec
+
+
+# -- expansion (load side; standard library only) ------------------------------------------------------
+def _tables(div: float, zero_point: int, data_type: int) -> list[tuple[bytes, bytes]]:
+    """Per step code: (low-nibble, high-nibble) ``bytes.translate`` tables giving the stored byte values."""
+    low, high = _RANGES[data_type]
+    out = []
+    for c in range(256):
+        vals = [min(high, max(low, round((q - 8) * c / div) + zero_point)) & 0xFF for q in range(16)]
+        out.append((bytes(vals[x & 15] for x in range(256)), bytes(vals[x >> 4] for x in range(256))))
+    return out
+
+
+def expand(model_dir, manifest: dict) -> tuple[bytearray, list[tuple[str, list[int], int, int, int]]]:
+    """Every INT4 tensor of an ``onnx-int4`` directory expanded to its INT8 values, in one buffer:
+    ``(buffer, [(name, dims, data_type, offset, nbytes), ...])``.  The predictor hands each slice to ONNX Runtime
+    as a user-owned initializer (``AddInitializer``), so the buffer must live as long as the session."""
+    spec = manifest["int4"]
+    blob = (Path(model_dir) / spec.get("file", INT4_FILE)).read_bytes()
+    total = sum(t["dims"][0] * t["dims"][1] for t in spec["tensors"])
+    buf = bytearray(total)
+    layout, pos, tables = [], 0, {}
+    for t in spec["tensors"]:
+        rows, n = t["dims"]
+        half = (n + 1) // 2
+        key = (t["div"], t["zero_point"], t["data_type"])
+        if key not in tables:
+            tables[key] = _tables(*key)
+        table = tables[key]
+        codes = blob[t["offset"]:t["offset"] + rows]
+        packed = t["offset"] + rows
+        layout.append((t["name"], [rows, n], t["data_type"], pos, rows * n))
+        for i in range(rows):
+            chunk = blob[packed + i * half:packed + (i + 1) * half]
+            lo, hi = table[codes[i]]
+            buf[pos:pos + half] = chunk.translate(lo)
+            buf[pos + half:pos + n] = chunk.translate(hi)[:n - half]
+            pos += n
+    return buf, layout
