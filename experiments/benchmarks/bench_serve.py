@@ -11,8 +11,9 @@ templates), in ``--rounds`` rounds that alternate between the configurations (so
 drifts during the run falls on all of them alike).  Reported per configuration: errors (any
 non-200 answer or failed connection; target 0), throughput, latency p50/p90/p99/max as the client sees it,
 the mean texts per model call (from /health), and the server's RSS sampled every 50 ms: after warm-up, peak
-(VmHWM), at half of the requests and at the end; "growth, 2nd half" is the RSS trend (least squares against
-requests) over the second half (target: stable, ~0).  The client threads share the machine with the server,
+(VmHWM), at half of the requests and at the end; "peak growth, 2nd half" is the largest RSS of the whole run
+minus the largest of its first half (target: stable, 0), "trend, 2nd half" the least-squares RSS trend over the
+second half.  The client threads share the machine with the server,
 so throughput is a floor of what the server alone would do.  ``--out FILE`` also writes the table as
 markdown with the command, machine, load average and date.
 
@@ -204,7 +205,8 @@ class Served:
                 "p50_ms": q[49], "p90_ms": q[89], "p99_ms": q[98], "max_ms": max(lat, default=float("nan")),
                 "mean_batch": (after["batched_texts"] - self.before["batched_texts"]) / calls if calls else float("nan"),
                 "rss_start_mib": self.rss_start, "rss_peak_mib": peak, "rss_half_mib": first[-1],
-                "rss_end_mib": second[-1], "rss_growth_2nd_half_mib": slope * (total - total // 2),
+                "rss_end_mib": second[-1], "rss_trend_2nd_half_mib": slope * (total - total // 2),
+                "rss_peak_growth_2nd_half_mib": max(max(second), max(first)) - max(first),
                 "rss_samples": len(samples),
                 "rss_median_by_tenth_mib": [round(statistics.median(t), 2) if t else None for t in tenths],
                 "rss_max_by_tenth_mib": [round(max(t), 2) if t else None for t in tenths]}
@@ -242,14 +244,14 @@ def describe(model_dir: str) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | server | requests | errors | req/s | p50 ms | p90 ms | p99 ms | max ms | texts/call "
-             "| RSS after warm-up | RSS peak | RSS at 50 % | RSS at end | growth, 2nd half |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| RSS after warm-up | RSS peak | RSS at 50 % | RSS at end | peak growth, 2nd half | trend, 2nd half |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['config']} (`{r['server_args']}`) | {r['requests']:,} | {r['errors']} | "
                      f"{r['throughput_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['max_ms']:.1f} | {r['mean_batch']:.2f} | {r['rss_start_mib']:.1f} MiB | "
                      f"{r['rss_peak_mib']:.1f} MiB | {r['rss_half_mib']:.1f} MiB | {r['rss_end_mib']:.1f} MiB | "
-                     f"{r['rss_growth_2nd_half_mib']:+.2f} MiB |")
+                     f"{r['rss_peak_growth_2nd_half_mib']:+.2f} MiB | {r['rss_trend_2nd_half_mib']:+.2f} MiB |")
     return "\n".join(lines)
 
 
@@ -302,8 +304,10 @@ def main() -> None:
             print(f"  {r['config']}: error: {e}")
     if args.out:
         command = "python experiments/benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
+        from experiments.store import git_commit
+
         md = ["# `tinydistill serve` under load", "",
-              f"Command: `{command}`  ", f"Date: {started}  ", f"Machine: {machine()}  ",
+              f"Command: `{command}`  ", f"Date: {started}  ", f"Code: {git_commit()}  ", f"Machine: {machine()}  ",
               f"Load average (1/5/15 min) before: {' / '.join(f'{x:.2f}' for x in load_before)}, after: "
               f"{' / '.join(f'{x:.2f}' for x in load_after)} (the machine is shared with other jobs)  ",
               "Models: " + "; ".join(f"`{d}` ({describe(d)})" for d in model_dirs) + ", served on `onnxruntime-c`, "
@@ -312,15 +316,19 @@ def main() -> None:
               f"each), one text per request, {args.warmup} warm-up requests first, then {args.requests:,} timed; "
               "latency as the client sees it (send to full response).", "", out, "",
               "RSS of the server process, sampled every 50 ms: after warm-up, peak (VmHWM), at half of the "
-              "requests, at the end; growth, 2nd half = the least-squares trend of RSS against requests over "
-              "the second half, times its number of requests (RSS moves up and down with each batch's size, so "
-              "the trend, not the largest sample, says whether it grows). Median (max) RSS in each tenth of the "
-              "requests, MiB:", ""]
+              "requests, at the end; peak growth, 2nd half = the largest RSS sampled over the whole run minus the "
+              "largest over its first half (target 0); trend, 2nd half = the least-squares slope of RSS against "
+              "requests over the second half, times its number of requests (RSS moves up and down with each "
+              "batch's size, and drops when an idle worker trims the heap between rounds). Median (max) RSS in "
+              "each tenth of the requests, MiB:", ""]
         md += [f"- {r['model']}, {r['config']}: "
                + ", ".join(f"{m} ({x})" for m, x in zip(r["rss_median_by_tenth_mib"], r["rss_max_by_tenth_mib"]))
                for r in rows]
+        md += ["", "RSS from /proc/PID/status is approximate to a few hundred KiB (the kernel folds per-thread "
+               "counters in lazily), which is why VmHWM can read a little below an earlier VmRSS."]
         Path(args.out).write_text("\n".join(md) + "\n", encoding="utf-8")
         Path(args.out).with_suffix(".json").write_text(json.dumps({"command": command, "date": started,
+                                                                   "code": git_commit(),
                                                                    "machine": machine(), "load_before": load_before,
                                                                    "load_after": load_after, "rows": rows},
                                                                   indent=2) + "\n", encoding="utf-8")
