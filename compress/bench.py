@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -127,8 +126,13 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
     from compress.common import deploy_size_bytes, open_predictor, read_manifest, rss_kib, runtime_of
 
+    runtime = runtime_of(read_manifest(model_dir), backend)
+    if runtime == "onnxruntime-c":
+        from compress.ort_capi import lean_process
+
+        lean_process()  # as `tinydistill predict --backend onnxruntime-c` does
     marks = [("interpreter", rss_kib())]
-    load_runtime_library(runtime_of(read_manifest(model_dir), backend))
+    load_runtime_library(runtime)
     marks.append(("runtime library", rss_kib()))
     t0 = time.perf_counter()
     predictor = open_predictor(model_dir, backend=backend, threads=threads, rss_marks=marks)
@@ -162,6 +166,8 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
 def bench_dirs(model_dirs, backend=None, batch_size=1, seq_len=16, threads=1, runs=200, warmup=20,
                throughput_batches=(8, 32), log=None) -> list[dict]:
     """Measure every directory in a fresh subprocess; returns one record per directory."""
+    import subprocess  # here: the worker process (this module) stays as small as a predictor process
+
     results = []
     for d in model_dirs:
         cmd = [sys.executable, "-m", "compress.bench", "--worker", str(d), "--backend", backend or "",

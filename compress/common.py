@@ -105,6 +105,10 @@ def rss_kib() -> float:
 def cli_predict(args) -> int:
     """``tinydistill predict``: decoded JSON per text.  Lives here, not in ``compress.predictor`` (which imports
     numpy), so that ``--backend onnxruntime-c`` runs in a process without numpy or paddle."""
+    if args.backend == "onnxruntime-c":
+        from compress.ort_capi import lean_process
+
+        lean_process()
     predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
     for text, result in zip(args.texts, predictor.predict(args.texts)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False, default=_plain))

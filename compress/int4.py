@@ -154,24 +154,26 @@ def expand(model_dir, manifest: dict) -> tuple[bytearray, list[tuple[str, list[i
     ``(buffer, [(name, dims, data_type, offset, nbytes), ...])``.  The predictor hands each slice to ONNX Runtime
     as a user-owned initializer (``AddInitializer``), so the buffer must live as long as the session."""
     spec = manifest["int4"]
-    blob = (Path(model_dir) / spec.get("file", INT4_FILE)).read_bytes()
     total = sum(t["dims"][0] * t["dims"][1] for t in spec["tensors"])
     buf = bytearray(total)
     layout, pos, tables = [], 0, {}
-    for t in spec["tensors"]:
-        rows, n = t["dims"]
-        half = (n + 1) // 2
-        key = (t["div"], t["zero_point"], t["data_type"])
-        if key not in tables:
-            tables[key] = _tables(*key)
-        table = tables[key]
-        codes = blob[t["offset"]:t["offset"] + rows]
-        packed = t["offset"] + rows
-        layout.append((t["name"], [rows, n], t["data_type"], pos, rows * n))
-        for i in range(rows):
-            chunk = blob[packed + i * half:packed + (i + 1) * half]
-            lo, hi = table[codes[i]]
-            buf[pos:pos + half] = chunk.translate(lo)
-            buf[pos + half:pos + n] = chunk.translate(hi)[:n - half]
-            pos += n
+    with open(Path(model_dir) / spec.get("file", INT4_FILE), "rb") as f:
+        for t in spec["tensors"]:  # one tensor's packed bytes in memory at a time
+            rows, n = t["dims"]
+            half = (n + 1) // 2
+            key = (t["div"], t["zero_point"], t["data_type"])
+            if key not in tables:
+                tables[key] = _tables(*key)
+            table = tables[key]
+            f.seek(t["offset"])
+            data = f.read(t["bytes"])
+            if len(data) != rows + rows * half:
+                raise ValueError(f"{f.name}: {t['name']} has {len(data)} bytes, expected {rows + rows * half}")
+            layout.append((t["name"], [rows, n], t["data_type"], pos, rows * n))
+            for i in range(rows):
+                chunk = data[rows + i * half:rows + (i + 1) * half]
+                lo, hi = table[data[i]]
+                buf[pos:pos + half] = chunk.translate(lo)
+                buf[pos + half:pos + n] = chunk.translate(hi)[:n - half]
+                pos += n
     return buf, layout

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ctypes as C
 import importlib.util
+import os
+import sys
 from array import array
 from pathlib import Path
 
@@ -56,6 +58,15 @@ _SIG = dict(
 _INT64, _FLOAT = 7, 1  # ONNXTensorElementDataType
 
 
+def lean_process() -> None:
+    """For a process that exists to run the lean predictor (``tinydistill predict --backend onnxruntime-c``, its
+    bench worker): let ``hashlib`` fall back to Python's built-in hashes instead of loading OpenSSL's libcrypto
+    (3.7 MiB RSS).  The task modules import ``hashlib`` (split seeds, download checksums); a predictor hashes
+    nothing.  Only takes effect before anything imported ``hashlib``; ``ssl`` does not depend on it."""
+    if "hashlib" not in sys.modules and "_hashlib" not in sys.modules:
+        sys.modules["_hashlib"] = None  # type: ignore[assignment]  (an import of it raises ImportError)
+
+
 class _ApiBase(C.Structure):
     _fields_ = [("GetApi", C.CFUNCTYPE(_P, C.c_uint32)), ("GetVersionString", C.CFUNCTYPE(C.c_char_p))]
 
@@ -68,9 +79,18 @@ def _library() -> Path:
     return libs[0]
 
 
+def no_telemetry() -> None:
+    """ONNX Runtime 1.32's Linux build starts a telemetry client (1DS, with an SQLite store and a device id under
+    ``~/.cache/Microsoft/DeveloperTools``) with the first environment; a deployed predictor wants neither the
+    writes nor the ~2 MiB RSS.  ``ORT_DISABLE_TELEMETRY=1`` unless the caller set it; read when the environment
+    is created, so this runs before the library is loaded."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+
 class _Api:
     def __init__(self, library: Path | None = None, api_version: int = API_VERSION):
         path = library or _library()
+        no_telemetry()
         lib = C.CDLL(str(path))
         lib.OrtGetApiBase.restype = C.POINTER(_ApiBase)
         base = lib.OrtGetApiBase().contents

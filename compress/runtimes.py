@@ -93,6 +93,9 @@ class OrtSession(Session):
 
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
+        from compress.ort_capi import no_telemetry
+
+        no_telemetry()  # before onnxruntime creates its environment (has no effect if that already happened)
         import onnxruntime as ort
 
         file = self.model_dir / manifest.get("model_file", "model.onnx")

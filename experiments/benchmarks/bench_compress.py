@@ -231,6 +231,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bench-only", action="store_true",
                     help="only measure the directories an earlier run left in --out (exports still missing are made)")
+    ap.add_argument("--record", metavar="PATH", help="also write the report to PATH.md and the JSON to PATH.json")
     ap.add_argument("--fallback-tolerance", type=float, default=5.0,
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
     args = ap.parse_args()
@@ -269,36 +270,50 @@ def main() -> int:
     }
     pending = ["width_prune (recovery training)", "qat (training)"]
     measured = measure_rounds(args, dirs)
+    cli_rss = {k: [predict_process_rss(dirs[k]) for _ in range(args.rounds)] for k in ("fp32-onnx", "onnx-int8",
+                                                                                     "onnx-int4")}
     summary = summarise(measured, dirs, accuracy)
     met = verdicts(summary, step_deltas)
 
-    print()
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    say()
     for g, rows in summary.items():
-        print(f"{g} (ratios vs its FP32 row, median [min-max] over {args.rounds} rounds):")
+        say(f"{g} (ratios vs its FP32 row, median [min-max] over {args.rounds} rounds):")
         for r in rows:
-            print(_fmt_row(r))
-        print()
-    print("peak RSS breakdown, MiB (median over rounds; VmRSS growth per stage, 'running' = peak above the loaded "
+            say(_fmt_row(r))
+        say()
+    say("peak RSS breakdown, MiB (median over rounds; VmRSS growth per stage, 'running' = peak above the loaded "
           "process):")
     for g in GROUPS:
         for r in summary[g]:
-            print(f"  {g:<17} {r['name']:<28} " + ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mib"].items())
+            say(f"  {g:<17} {r['name']:<28} " + ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mib"].items())
                   + f"; numpy {'loaded' if r['numpy_imported'] else 'not loaded'}")
-    print("\ndev sentence accuracy, steps that do not train (compression effect alone):")
+    say("\ndev sentence accuracy, steps that do not train (compression effect alone):")
     for k, v in step_deltas.items():
-        print(f"  {k}: {v:+.2f} pp [{'ok' if -v <= TARGETS['accuracy_drop'] else 'MISSED'}]")
-    print("  pending equal-budget controls: " + ", ".join(pending))
-    print(f"\ntargets: size <= {TARGETS['size_pct']} %, e2e speed-up >= {TARGETS['e2e_speedup']}x (wall and CPU), "
+        say(f"  {k}: {v:+.2f} pp [{'ok' if -v <= TARGETS['accuracy_drop'] else 'MISSED'}]")
+    say("  pending equal-budget controls: " + ", ".join(pending))
+    say("\n`tinydistill predict DIR TEXT --backend onnxruntime-c`, a process of its own (CLI included), peak RSS "
+        "(/usr/bin/time -v 'Maximum resident set size'; median [min-max] over rounds):")
+    for name, values in cli_rss.items():
+        say(f"  {name}: {statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}] MiB")
+    fp, small = statistics.median(cli_rss["fp32-onnx"]), statistics.median(cli_rss["onnx-int4"])
+    say(f"  change: {-100.0 * (1 - small / fp):+.1f} %")
+    say(f"\ntargets: size <= {TARGETS['size_pct']} %, e2e speed-up >= {TARGETS['e2e_speedup']}x (wall and CPU), "
           f"peak RSS >= {TARGETS['rss_reduction_pct']} % lower, <= {TARGETS['accuracy_drop']} points per step")
     for g, v in met.items():
         m, ok = v["measured"], v["met"]
         mark = {True: "met", False: "MISSED"}
-        print(f"  {g} ({v['model']}): size {m['size_pct']:.1f} % [{mark[ok['size_pct']]}], e2e speed-up "
+        say(f"  {g} ({v['model']}): size {m['size_pct']:.1f} % [{mark[ok['size_pct']]}], e2e speed-up "
               f"{m['e2e_speedup']:.2f}x wall / {m['e2e_cpu_speedup']:.2f}x CPU [{mark[ok['e2e_speedup']]}], peak RSS "
               f"-{m['rss_reduction_pct']:.1f} % [{mark[ok['rss_reduction_pct']]}], worst non-training step "
               f"{-m['accuracy_drop']:+.2f} pp [{mark[ok['accuracy_drop']]}]")
     per_step = ", ".join(f"{r['step']} {r.get('seconds', 0):.0f} s" for r in args_steps)
-    print(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {compress_s:.0f} s ({per_step}); "
+    say(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {compress_s:.0f} s ({per_step}); "
           f"load average per round " + ", ".join(f"{a:.2f}->{b:.2f}" for a, b in measured["load1"]))
     from distill.fsutil import write_json
 
@@ -306,8 +321,41 @@ def main() -> int:
         "targets": TARGETS, "met": met, "summary": summary, "step_accuracy_deltas": step_deltas,
         "pending_controls": pending, "dev": accuracy, "load1": measured["load1"], "rounds": args.rounds,
         "runs": args.runs, "steps": args_steps, "train_seconds": train_s, "compress_seconds": compress_s,
+        "cli_predict_peak_rss_mib": cli_rss,
         "command": "python experiments/benchmarks/bench_compress.py " + " ".join(sys.argv[1:])})
+    if args.record:
+        record = Path(args.record)
+        record.with_suffix(".md").write_text(
+            "# Compression beyond the ERNIE 3.0 Tiny reference (issue #12): bench_compress.py\n\n"
+            f"Command: `python experiments/benchmarks/bench_compress.py {' '.join(sys.argv[1:])}`  \n"
+            f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {os.cpu_count()} CPU cores shared "
+            "with other jobs; batch 1, 16 tokens, 1 thread, every directory in a fresh process.\n\n```\n"
+            + "\n".join(lines).strip() + "\n```\n")
+        import shutil
+
+        shutil.copy2(out / "bench_compress.json", record.with_suffix(".json"))
     return 0
+
+
+def predict_process_rss(model_dir: Path) -> float:
+    """Peak RSS (MiB) of ``tinydistill predict DIR TEXT --backend onnxruntime-c`` as ``/usr/bin/time -v`` reports
+    it (``wait4``'s ``ru_maxrss`` of the child where /usr/bin/time is missing)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "experiments.cli", "predict", str(model_dir), "播放周杰伦的稻香", "--backend",
+           "onnxruntime-c"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if Path("/usr/bin/time").is_file():
+        proc = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        line = next((l for l in proc.stderr.splitlines() if "Maximum resident set size" in l), None)
+        if proc.returncode != 0 or line is None:
+            raise RuntimeError(f"predict on {model_dir} failed: {proc.stderr[-800:]}")
+        return float(line.split()[-1]) / 1024.0
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"predict on {model_dir} failed (status {status})")
+    return usage.ru_maxrss / 1024.0
 
 
 def chain_dirs(out: Path, fp32: Path) -> dict[str, Path]:
