@@ -6,7 +6,8 @@ Each model directory (an ONNX export with its tokenizer, e.g. ``export/fp32-onnx
 written by ``experiments/benchmarks/bench_compress.py``) is measured in a fresh process per runtime:
 
 * ``python-ort``: ``compress.predictor.Predictor`` on the ``onnxruntime`` Python package (imports numpy);
-* ``c-api``: ``compress.ort_capi.CSession`` + the project's tokenizer, no numpy in the process.
+* ``c-api``: ``compress.ort_capi.CSession`` + the pure-Python WordPiece (``compress/wordpiece.py``), no numpy in
+  the process (``onnx-int4`` directories expanded as the predictor does).
 
 Both time tokenisation + model at batch 1 / 16 tokens / 1 thread (p50 over ``--runs`` calls after 20
 warm-up calls) and report the peak RSS (VmHWM) of the process.  Ratios are against the first directory on the
@@ -38,11 +39,17 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
     else:
         from array import array
 
-        from compress.ort_capi import CSession
-        from tasks.tokenization import load_tokenizer
+        from compress.ort_capi import CSession, lean_process
+        from compress.wordpiece import lean_tokenizer
 
-        tokenizer = load_tokenizer(model_dir, manifest["tokenizer"])
-        session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=1)
+        lean_process()
+        tokenizer = lean_tokenizer(model_dir, manifest["tokenizer"])
+        initializers = None
+        if manifest.get("int4"):  # onnx-int4: 4-bit rows expanded to the INT8 initializers
+            from compress.int4 import expand
+
+            initializers = expand(model_dir, manifest)
+        session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=1, initializers=initializers)
 
         def run():
             enc = tokenizer.encode(TEXT, max_length=16)
