@@ -19,6 +19,7 @@ HANDLERS = {
     "quickstart": "experiments.quickstart:cli_quickstart",
     "run": "experiments.runner:cli_run",
     "sweep": "experiments.sweep:cli_sweep",
+    "search": "experiments.search:cli_search",
     "report": "experiments.report:cli_report",
     "evaluate": "experiments.protocol:cli_evaluate",
     "predict": "compress.common:cli_predict",
@@ -106,6 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", action="append", metavar="K", help="run only cell K (0-based; repeatable)")
     p.add_argument("--cells", action="append", metavar="K-M",
                    help="run only cells K..M (inclusive; also K,L,M-N): one worker of a sweep over machines")
+
+    p = sub.add_parser("search", help="search a config's space of students, widths, vocabularies and quantisations "
+                                      "for the best model within a latency / size budget")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
+                   help="latency_ms, latency_p90_ms, model_latency_ms, size_mb or params, e.g. latency_ms=1.0 "
+                        "(repeatable; wins over the config's search.budget)")
+    p.add_argument("--probe-only", action="store_true",
+                   help="only measure the untrained candidates and report which the budget prunes")
+    p.add_argument("--test-file", metavar="PATH", help="a labelled hold-out file in the task's format (sets task.test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--jobs", type=_at_least(1), default=1, metavar="N", help="parallel worker processes")
+    _add_data_dir(p)
+    p.add_argument("--out", default="runs", metavar="DIR")
 
     p = sub.add_parser("report", help="tables (md/csv/latex) and plots from a runs directory")
     p.add_argument("runs_dir", metavar="RUNS_DIR")

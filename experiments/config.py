@@ -6,6 +6,7 @@ recipe: logits_kd              # label of this configuration in tables (a sweep 
 task: {name: nlpcc2018_slu, max_seq_length: 16}           # + that task's Options
 teacher: {name: ernie-3.0-tiny-base-v2-zh, init: pretrained, options: {}, train: {epochs: 3}}
 teachers: []                   # optional extra teachers (multi-teacher distillation), same shape
+assistants: [{name: ernie-3.0-tiny-mini-v2-zh, distill: {...}}]   # teacher-assistant chain (experiments/assistants.py)
 student: {name: ernie-3.0-tiny-nano-v2-zh, init: pretrained, options: {}}
 distill: {epochs: 10, losses: [...]}                       # distill.config.DistillConfig
 compress: [{step: vocab_prune, max_vocab_size: 6000}, ...] # each validated by the step's params
@@ -13,6 +14,7 @@ export: [paddle-inference, {backend: onnx-int8, tolerance: 1.0}]   # a name, or 
 bench: {batch_size: 1, seq_len: 16, threads: 1, runs: 100}
 seeds: [1, 2, 3]
 sweep: {teachers: [...], students: [...], recipes: {no_kd: {distill.losses: [{type: hard_ce}]}}}
+search: {students: [...], widths: [...], vocab_sizes: [...], quantize: {...}}   # experiments/search.py
 ```
 
 YAML is read with ``yaml.safe_load`` semantics (no object construction), bounded in size and alias
@@ -161,6 +163,10 @@ class ExperimentConfig:
     #: equal-budget controls: every compression step that trains (width-pruning recovery, QAT) is repeated
     #: on its uncompressed input model with the same training (compress/controls.py)
     controls: bool = False
+    #: teacher-assistant chain, teacher -> assistants[0] -> ... -> student (experiments.assistants)
+    assistants: list = field(default_factory=list)
+    #: the space of ``tinydistill search`` (experiments.search.SearchSection)
+    search: Any = None
     source: str = ""  # file the config came from (not part of the schema)
 
     @property
@@ -175,6 +181,10 @@ class ExperimentConfig:
             raw["teacher"] = _model_raw(self.teacher)
         if self.teachers:
             raw["teachers"] = [_model_raw(t) for t in self.teachers]
+        if self.assistants:  # only when used: configs without a chain keep their run ids
+            from experiments.assistants import assistant_raw
+
+            raw["assistants"] = [assistant_raw(a) for a in self.assistants]
         raw["student"] = _model_raw(self.student)
         raw["distill"] = _plain(self.distill)
         raw["compress"] = [{"step": s.step, **_plain(s.params)} for s in self.compress]
@@ -187,6 +197,8 @@ class ExperimentConfig:
             raw["controls"] = True
         if self.sweep:
             raw["sweep"] = _plain(self.sweep)
+        if self.search:
+            raw["search"] = _plain(self.search)
         return raw
 
 
@@ -206,6 +218,8 @@ class _TopLevel:
     seeds: Any = None
     sweep: Any = None
     controls: Any = None
+    assistants: Any = None
+    search: Any = None
 
 
 def _plain(obj: Any) -> Any:
@@ -416,9 +430,18 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"name: {top.name!r} must be usable as a directory name (letters, digits, _.+-)")
     if top.controls is not None and not isinstance(top.controls, bool):
         raise ConfigError(f"controls: expected true or false, got {top.controls!r}")
+    from experiments.assistants import assistant_sections
+    from experiments.search import search_section
+
+    assistants = assistant_sections(top.assistants, top.distill or {}, ([teacher] if teacher else []) + teachers)
+    if assistants and not _uses_teacher(distill):
+        raise ConfigError("assistants: the student is trained without distillation (distill.losses has no KD "
+                          "loss), so the chain would teach nobody; drop 'assistants' for a no-KD baseline")
+    search = search_section(top.search) if top.search is not None else None
     return ExperimentConfig(name=top.name, recipe=top.recipe, task=task, teacher=teacher, teachers=teachers,
                             student=student, distill=distill, compress=compress, export=export, bench=bench,
-                            seeds=list(seeds), sweep=sweep, controls=bool(top.controls))
+                            seeds=list(seeds), sweep=sweep, controls=bool(top.controls), assistants=assistants,
+                            search=search)
 
 
 def _registry(kind: str):

@@ -416,6 +416,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
         if p:
             written["training_curves.png"] = pngs.append(p) or p
     from experiments import report_protocol as protocol
+    from experiments.assistants import chain_table
 
     extra = [(name, title, note, t) for name, title, note, t in (
         ("eval", "Evaluation sets", "Dev next to the hold-out test file (`task.test` / `--test-file`) and, with "
@@ -424,7 +425,11 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
         ("compression", "Compression steps", "Δ vs input = model minus the model it was made from. Δ compression "
          "= a training step (width-pruning recovery, QAT) minus its equal-budget control (its uncompressed input "
          "trained with the same data, losses, teacher and steps), paired by seed; for a step that does not "
-         "train, Δ vs input.", protocol.compression_table(rows))) if t is not None]
+         "train, Δ vs input.", protocol.compression_table(rows)),
+        ("assistants", "Teacher-assistant chains", "Each KD row's chain, teacher first, with every hop's dev "
+         "metric (mean ± std over seeds); student - direct = this student minus the student distilled straight "
+         "from the same teacher (no assistants), paired by seed, scipy.stats.ttest_rel.", chain_table(rows)))
+        if t is not None]
     if "md" in formats:
         md = [f"# Results: {Path(runs_dir).resolve().name}", "",
               f"{len(records)} runs"

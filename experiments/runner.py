@@ -3,6 +3,8 @@
 Stages, in order (each one only when the config names it)::
 
     teacher        fine-tune the teacher(s) on the task (shared: see below)
+    assistant<k>   each teacher assistant of the chain, distilled from the model before it (shared;
+                   experiments/assistants.py)
     student        distil the student (or train it without KD: the no-KD baseline)
     compress.<s>   each compression step, chained: compressed/<step>/ from the previous model
     export.<b>     each export backend, from the last model: export/<backend>/
@@ -28,6 +30,7 @@ from typing import Any, Callable
 from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
 from distill.runtime import seed_everything
 from distill.schema import ConfigError, to_dict
+from experiments.assistants import AssistantChain
 from experiments.config import (ExperimentConfig, ModelSection, config_hash, data_fingerprint, dump_yaml,
                                 load_config, resolve, uses_teacher)
 from experiments.protocol import EvalSets, control_facts, hash_task, teacher_task, training_facts
@@ -110,6 +113,7 @@ class Runner:
                  prefix: str = ""):
         raw = cfg.to_raw()
         raw.pop("sweep", None)
+        raw.pop("search", None)  # the space a search runs this config in, not part of the run
         raw["seeds"] = [seed]
         raw["distill"]["seed"] = seed
         for t in ([raw.get("teacher")] if raw.get("teacher") else []) + list(raw.get("teachers", [])):
@@ -133,12 +137,14 @@ class Runner:
         self.log = log
         self.prefix = prefix
         self._teacher_models: list | None = None
+        self.chain = AssistantChain(self)
 
     # -- stage bookkeeping ---------------------------------------------------------------------
     def stages(self) -> list[tuple[str, Callable[[], dict]]]:
         out: list[tuple[str, Callable[[], dict]]] = []
         for i in range(len(self.cfg.all_teachers)):
             out.append((self._teacher_label(i), lambda i=i: self._teacher_stage(i)))
+        out.extend(self.chain.stages())
         out.append(("student", self._student_stage))
         controls = set(self.controls())
         for label, i in self._step_labels():
@@ -173,10 +179,12 @@ class Runner:
         return self.store.has(self.run_id) and all(self.done(s) for s, _ in self.stages())
 
     def teacher_keys(self) -> list[str]:
-        return [self._teacher_dir(i).name for i in range(len(self.cfg.all_teachers))]
+        """Keys of the shared models this run learns from: its teachers, then its assistants."""
+        return [self._teacher_dir(i).name for i in range(len(self.cfg.all_teachers))] + self.chain.keys()
 
     def teachers_finished(self) -> bool:
-        return all((self._teacher_dir(i) / ".done.json").is_file() for i in range(len(self.cfg.all_teachers)))
+        return (all((self._teacher_dir(i) / ".done.json").is_file() for i in range(len(self.cfg.all_teachers)))
+                and self.chain.finished())
 
     def variants(self) -> list[str]:
         """Model variants in pipeline order (metric-key prefixes): student, compressed.<s>, export.<b>."""
@@ -255,6 +263,7 @@ class Runner:
         """Only the teacher stages (the first phase of a sweep)."""
         for i in range(len(self.cfg.all_teachers)):
             self._ensure_teacher(i)
+        self.chain.ensure_all()
 
     def _summary(self, metrics: dict) -> str:
         main = self.task_main_metric
@@ -398,12 +407,12 @@ class Runner:
         if s.tokenizer.from_teacher:
             if not self.cfg.all_teachers:
                 raise ConfigError("student.tokenizer.from_teacher: the config has no teacher")
-            tok = self.teacher_models()[0][1]
+            tok = self.chain.student_teachers()[0][1]
         else:
             tok = self.tokenizer_for(s, "student")
         seed_everything(self.seed)
         model = build_model("student", s.name, self.task.heads(), init=s.init, vocab_size=tok.vocab_size, **s.options)
-        teachers = self.teacher_models() if uses_teacher(self.cfg) else []
+        teachers = self.chain.student_teachers() if uses_teacher(self.cfg) else []
         result = _resumable(out, "student", lambda: train(
             model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
             teachers=teachers, resume=(out / "checkpoint").exists()))
@@ -548,7 +557,7 @@ class Runner:
                  f"| model | dev {main} (%) | " + "".join(f"{s} {main} (%) | " for s in self.eval_sets.extra)
                  + "trained steps (epochs) | size (MB) | parameters | latency p50 (ms) | latency p90 (ms) |",
                  "|---|---|" + "---|" * len(self.eval_sets.extra) + "---|---|---|---|---|"]
-        rows = ([self._teacher_label(i) for i in range(len(self.cfg.all_teachers))] + variants
+        rows = ([self._teacher_label(i) for i in range(len(self.cfg.all_teachers))] + self.chain.labels() + variants
                 + [f"control.{label}" for label in self.controls()])
         for v in rows:
             steps = val(f"{v}.train_steps", "{:,.0f}")

@@ -1,0 +1,123 @@
+"""``tinydistill search``: budgets, the space as a sweep, and a tiny space end to end on real NLPCC data (a subset
+of the corpus): untrained probes prune the candidates over the size budget, the rest are trained, benchmarked
+and reported with the Pareto front, the best model within the budget and the plots."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.schema import ConfigError
+from experiments.search import over_budget, parse_budgets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _student(label: str, layers: int, hidden: int, ffn: int) -> str:
+    return (f"{{name: ernie-3.0-tiny-pico-v2-zh, label: {label}, init: scratch, tokenizer: {{build: true}}, "
+            f"options: {{num_hidden_layers: {layers}, hidden_size: {hidden}, num_attention_heads: 2, "
+            f"intermediate_size: {ffn}}}}}")
+
+
+SPACE = f"""\
+name: tiny-search
+task: {{name: nlpcc2018_slu, max_seq_length: 16, data_dir: @DATA@}}
+student: {{name: ernie-3.0-tiny-pico-v2-zh, init: scratch}}
+distill: {{max_steps: 3, lr: 1.0e-3, batch_size: 32, progress: false, losses: [{{type: hard_ce}}]}}
+bench: {{runs: 5, warmup: 1, throughput_batches: [2]}}
+search:
+  students: [{_student('small', 1, 16, 1024)}, {_student('wide', 2, 96, 192)}]
+  widths: [1.0, 0.5]
+  quantize: {{fp32: []}}
+  width_prune: {{importance_examples: 32, recover: {{max_steps: 2, batch_size: 32}}}}
+  budget: {{size_mb: 0.5}}
+  probe_runs: 5
+"""
+
+
+def test_budgets():
+    assert parse_budgets(["latency_ms=1.0", "size_mb=5"]) == {"latency_ms": 1.0, "size_mb": 5.0}
+    for bad, message in (("latency=1", "did you mean 'latency_ms'"), ("size_mb=0", "> 0"),
+                         ("size_mb", "NAME=VALUE"), ("size_mb=big", "> 0")):
+        with pytest.raises(ConfigError, match=message):
+            parse_budgets([bad])
+    metrics = {"latency_p50_ms": 1.2, "size_mb": 4.0}
+    assert over_budget(metrics, {"latency_ms": 1.0, "size_mb": 5.0}) == ["latency_ms 1.2 > 1"]
+    assert over_budget(metrics, {"latency_ms": 1.0}, slack=0.25) == []  # within 1.0 x (1 + slack)
+    assert over_budget(metrics, {"latency_ms": 1.0}, only=("size_mb",)) == []
+    assert over_budget({}, {"latency_ms": 1.0}) == []  # not measured: nothing to prune on
+
+
+@pytest.fixture(scope="module")
+def slu_subset(data_dir, tmp_path_factory):
+    """The first 120 sessions of the real NLPCC 2018 corpus (about 500 utterances) with its label files."""
+    src = data_dir / "nlpcc2018_task4"
+    root = tmp_path_factory.mktemp("slu") / "data"
+    (root / "nlpcc2018_task4").mkdir(parents=True)
+    sessions = src.joinpath("corpus.train.txt").read_text(encoding="utf-8").split("\n\n")[:120]
+    (root / "nlpcc2018_task4" / "corpus.train.txt").write_text("\n\n".join(sessions) + "\n", encoding="utf-8")
+    for name in ("intent_label.txt", "slot_label.txt"):
+        (root / "nlpcc2018_task4" / name).write_bytes((src / name).read_bytes())
+    return root
+
+
+def _cli(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600, env=dict(os.environ))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_search_tiny_space(tmp_path, slu_subset):
+    config = tmp_path / "space.yaml"
+    config.write_text(SPACE.replace("@DATA@", str(slu_subset)), encoding="utf-8")
+    out = tmp_path / "runs"
+    bad = _cli("search", config, "--out", out, "--budget", "latency=1", check=False)
+    assert bad.returncode == 2 and "did you mean 'latency_ms'" in bad.stderr and "Traceback" not in bad.stderr
+
+    # size budget 0.3 MB: the untrained probes prune the wide student at both widths and the small one at full
+    # width (its 1,024-wide FFN), before any training; only the small student at width 0.5 is trained
+    searched = _cli("search", config, "--out", out, "--budget", "size_mb=0.3", "--budget", "latency_ms=1000")
+    assert "3 pruned before training, 1 to train" in searched.stdout
+    exp = out / "tiny-search"
+    result = json.loads((exp / "search.json").read_text())
+    cands = {c["name"]: c for c in result["candidates"]}
+    survivor = "small/fp32-w0.5-vall"
+    assert {n: c["status"] for n, c in cands.items()} == {
+        "small/fp32-w1-vall": "pruned", survivor: "trained", "wide/fp32-w1-vall": "pruned",
+        "wide/fp32-w0.5-vall": "pruned"}
+    for name, c in cands.items():
+        if name != survivor:
+            assert c["probe"]["size_mb"] > 0.3 and "latency_p50_ms" not in c["probe"]  # size first: never timed
+            assert c["reason"].startswith("untrained: size_mb") and not c["result"]
+            assert not any((exp / run_id).exists() for run_id in c["run_ids"])  # never trained
+    assert cands["wide/fp32-w0.5-vall"]["probe"]["size_mb"] < cands["wide/fp32-w1-vall"]["probe"]["size_mb"]
+    c = cands[survivor]
+    assert c["probe"]["latency_p50_ms"] > 0 and c["within_budget"] is True and c["pareto"]
+    r = c["result"]
+    assert r["final"] == "compressed.width_prune" and r["metric"] is not None and r["latency_p50_ms"] > 0
+    assert abs(r["size_mb"] - c["probe"]["size_mb"]) < 0.005  # the probe measured the architecture that was trained
+    assert result["best"] == survivor and result["pareto_front"] == [survivor]
+    md = (exp / "search.md").read_text()
+    assert f"**Best within budget: {survivor}**" in md and "pruned before training (size_mb 0.331 > 0.3)" in md
+    assert "| Pareto |" in md and "![search_acc_vs_latency](search_acc_vs_latency.png)" in md
+    for png in ("search_acc_vs_latency.png", "search_acc_vs_size.png"):
+        assert (exp / png).stat().st_size > 1000
+    (record,) = [json.loads(f.read_text()) for f in (exp / "_store").glob("*.json")]  # the result store
+    assert record["run_id"] == c["run_ids"][0] and record["final"] == "compressed.width_prune"
+    assert len(list((exp / "_search" / "probe").glob("*.json"))) == 4
+
+    # a tighter budget: nothing is built or trained again; the probes and the finished run are re-judged
+    from experiments.config import load_config
+    from experiments.search import run_search
+
+    logs = []
+    run_search(load_config(config), {"size_mb": 0.3, "latency_ms": 1e-6}, out=out, log=logs.append)
+    assert any("3 pruned before training, 0 to train, 1 finished earlier" in line for line in logs)
+    md = (exp / "search.md").read_text()
+    assert "No trained candidate is within the budget" in md and "no: latency_ms" in md
