@@ -7,10 +7,8 @@ rebuilds from their manifest (``vocab_size``/``max_position_embeddings``, and
 from __future__ import annotations
 
 import copy
-import shutil
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import paddle
@@ -210,15 +208,12 @@ def width_prune(in_dir, out_dir, p, ctx) -> dict:
     extra_info = {"width": p.width, **shapes, "dev_metrics_before_recovery": before,
                   "head_importance": [np.round(h, 6).tolist() for h in heads_imp]}
     if p.recover is not None:
-        work = Path(out_dir).parent / f".{Path(out_dir).name}.recover"
         cfg = from_dict(DistillConfig, {**to_dict(p.recover), "seed": ctx.seed, "progress": ctx.progress},
                         "compress.width_prune.recover")
-        try:
-            result = train(model, tok, task, train_ex, dev_ex, cfg, work, teachers=[(teacher, tok)])
-            model = load_model_dir(result.best_dir)[0]
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        extra_info["recovery"] = {"best_metrics": result.best_metrics, "steps": getattr(result, "steps", None)}
+        # trained in memory: the engine loads the best dev weights back into ``model``
+        result = train(model, tok, task, train_ex, dev_ex, cfg, None, teachers=[(teacher, tok)])
+        extra_info["recovery"] = {"best_metrics": result.best_metrics, "steps": result.global_step,
+                                  "best_step": result.best_step, "epochs": round(result.epochs_run, 3)}
     extra = dict(manifest.get("extra") or {})
     extra["width_prune"] = {k: v for k, v in extra_info.items() if k != "head_importance"}
     save_model_dir(out_dir, model, tok, task, extra=extra)

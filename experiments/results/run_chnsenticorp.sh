@@ -13,7 +13,10 @@ set -euo pipefail
 data=${1:-../shared/data}
 tinydistill sweep experiments/configs/results_chnsenticorp_ensemble.yaml --data-dir "$data" --out runs --jobs 2 \
     --set distill.threads=1
-tinydistill sweep experiments/configs/results_chnsenticorp_kd.yaml --data-dir "$data" --out runs --jobs 2 \
-    --set distill.threads=1
+# no KD and KD + augmentation first (3 seeds each are required), then logits KD
+for cells in 0-2,6-8 3-5; do
+  tinydistill sweep experiments/configs/results_chnsenticorp_kd.yaml --data-dir "$data" --out runs --jobs 2 \
+      --cells "$cells" --set distill.threads=1
+done
 python experiments/results/make_chnsenticorp_table.py runs/results-chnsenticorp-kd \
     --ensemble-run runs/results-chnsenticorp-ensemble
