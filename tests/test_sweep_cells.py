@@ -1,6 +1,6 @@
 """Sweeps spread over machines: ``--list-cells`` / ``--cell`` / ``--cells``, the store lock and its stale-holder
-rule, three worker processes on disjoint cells of one grid writing one store (one SIGKILLed and re-run), and the
-documented multi-node launcher commands."""
+rule, three worker processes on disjoint cells of one grid writing one store (one SIGKILLed while it holds a
+run's lock, and re-run), and the documented multi-node launcher commands."""
 from __future__ import annotations
 
 import os
@@ -85,17 +85,32 @@ def test_list_cells_and_selection(grid):
 
 
 def test_three_workers_disjoint_cells_one_store_one_killed(grid):
-    """Like three machines of a job array on a shared file system: A takes cells 0-1, B cell 2 (SIGKILLed in
-    its student's training, then re-run), C cell 3.  A holds the teacher lock when B and C start."""
+    """Like three machines of a job array on a shared file system: A takes cells 0-1, B cell 2 (SIGKILLed while
+    it runs its cell, holding that run's lock, then re-run), C cell 3.  A holds the teacher lock when B and C
+    start, so they wait for it."""
+    import json
+
     config, out = grid
     t0 = time.monotonic()
     a = _sweep(config, out, "--cells", "0-1")
     locks = out / "grid" / "_store" / ".locks"
     while not list(locks.glob("teacher-*.lock")) and a.poll() is None and time.monotonic() - t0 < 60:
-        time.sleep(0.05)
-    b = _sweep(config, out, "--cell", "2", env={"TINYDISTILL_KILL_AFTER_STEP": "2"})
+        time.sleep(0.02)
+    b = _sweep(config, out, "--cell", "2")
     c = _sweep(config, out, "--cell", "3")
-    b_out = b.communicate(timeout=300)[0]
+
+    def holds_run_lock() -> bool:
+        for f in locks.glob("run-pico-kd_t4-*.lock"):
+            try:
+                return json.loads(f.read_text())["pid"] == b.pid
+            except (OSError, ValueError):
+                pass
+        return False
+
+    while not holds_run_lock() and b.poll() is None and time.monotonic() - t0 < 240:
+        time.sleep(0.02)
+    b.kill()  # as a node that dies: no clean-up runs
+    b_out = b.communicate(timeout=60)[0]
     assert b.returncode == -signal.SIGKILL, b_out
     b2 = _sweep(config, out, "--cell", "2")  # the re-run finds the dead worker's run lock and takes it over
     outputs = {"A": a.communicate(timeout=300)[0], "B": b_out, "C": c.communicate(timeout=300)[0],
