@@ -155,7 +155,7 @@ class _Slow:
 
 
 def test_batcher_groups_isolates_failures_and_refuses_overload():
-    from compress.serve import Batcher, HTTPError
+    from compress.microbatch import Batcher, Refused
 
     calls = []
 
@@ -182,24 +182,25 @@ def test_batcher_groups_isolates_failures_and_refuses_overload():
     alone = b.submit(["e"])  # nothing else arriving: runs at once, the 5 s window is not waited out
     assert alone.done.wait(2) and time.monotonic() - t0 < 1
     b.close()
-    with pytest.raises(HTTPError) as exc:
+    with pytest.raises(Refused) as exc:
         b.submit(["x"])
-    assert exc.value.status == 503
+    assert not exc.value.retry and "shutting down" in exc.value.message
 
     slow = Batcher([_Slow(0.5)], max_batch=1, window_s=0, max_queued=2)
     first = slow.submit(["a"])
     time.sleep(0.1)  # the worker holds "a"; two more fill the queue
     slow.submit(["b"])
     slow.submit(["c"])
-    with pytest.raises(HTTPError) as exc:
+    with pytest.raises(Refused) as exc:  # the server answers 503 with Retry-After
         slow.submit(["d"])
-    assert exc.value.status == 503 and "overloaded" in exc.value.message
+    assert exc.value.retry and "overloaded" in exc.value.message
     assert first.done.wait(5)
     slow.close()
 
 
 def test_model_failure_is_500_and_a_hung_model_504(onnx_dir, data_dir):
-    from compress.serve import Batcher, Service, make_server
+    from compress.microbatch import Batcher
+    from compress.serve import Service, make_server
 
     service = Service(onnx_dir, max_batch=4, timeout_s=0.5, data_dir=str(data_dir))
     service.batcher.close()
