@@ -6,6 +6,10 @@ without a lock: a reader sees a record completely or not at all, and two runs ne
 A record holds the run's identity (name, recipe, task, teacher, student, seed, config hash, resolved
 config), provenance (git commit, package versions, host) and results (every metric as
 ``{"value", "unit"}``, durations per stage in seconds).
+
+Work that must happen once across every process and machine sharing the store (training a shared teacher,
+running one run) is guarded by ``ResultStore.lock(name)``: a ``StoreLock`` file in ``<store>/.locks/`` that a
+crashed holder does not keep (see ``StoreLock`` for the stale-holder rule).
 """
 from __future__ import annotations
 
