@@ -132,6 +132,10 @@ class ModelSection:
     #: teachers only: fine-tune on the task first (false: use ``init``, a fine-tuned model directory, as is)
     finetune: bool = True
     train: Any = None  # teachers only: the fine-tuning DistillConfig (hard labels only)
+    #: teachers only: fine-tune jointly on these tasks, one encoder and a set of heads per task (experiments.multitask)
+    tasks: list[Any] = field(default_factory=list)
+    #: teachers only, with ``tasks``: ``{mode: proportional | temperature, temperature: 2.0}``
+    task_mixing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,6 +235,10 @@ def _model_raw(m: ModelSection) -> dict:
     if m.train is not None:
         raw["finetune"] = m.finetune
         raw["train"] = _plain(m.train)
+    if m.tasks:  # only for a multi-task teacher: other teachers keep their keys
+        raw["tasks"] = copy.deepcopy(m.tasks)
+        if m.task_mixing:
+            raw["task_mixing"] = dict(m.task_mixing)
     return raw
 
 
@@ -411,6 +419,9 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"teachers: expected a list of teacher sections, got {extra!r}")
     teachers = [_model_section(t, f"teachers[{i}]", "teachers", teacher=True) for i, t in enumerate(extra)]
     distill = _distill_config(top.distill or {}, "distill")
+    from experiments.multitask import check_task_listed
+
+    check_task_listed(task.name, ([teacher] if teacher else []) + teachers)
     if _uses_teacher(distill) and not (teacher or teachers):
         raise ConfigError("distill.losses: distillation losses need a 'teacher' section "
                           "(or use only hard-label losses for a no-KD baseline)")
@@ -487,7 +498,7 @@ def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> M
     data = _require_mapping(value, path)
     data["name"] = _checked_name(data["name"], f"{path}.name", kind)
     train = data.pop("train", None) if teacher else None
-    for key in ("finetune", "train"):
+    for key in ("finetune", "train", "tasks", "task_mixing"):
         if not teacher and key in data:
             raise ConfigError(f"{path}.{key}: unknown key; only teachers have {key!r} "
                               "(a student is trained by the 'distill' section)")
@@ -500,6 +511,9 @@ def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> M
     if not section.init:
         raise ConfigError(f"{path}.init: expected scratch, pretrained or a model directory")
     if teacher:
+        from experiments.multitask import check_teacher_tasks
+
+        check_teacher_tasks(section, path)
         train = dict(train or {})
         train.setdefault("losses", [{"type": "hard_ce", "weight": 1.0}])
         section.train = _distill_config(train, f"{path}.train")

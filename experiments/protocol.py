@@ -119,6 +119,9 @@ def gap(metrics: dict, other: dict) -> dict:
 def cli_evaluate(args) -> int:
     """``tinydistill evaluate``; with ``--test-file`` / ``--dedup`` dev (or ``--file``) next to the hold-out
     file and the rows unseen in train, and the gaps."""
+    from experiments.multitask import evaluate_args
+
+    args = evaluate_args(args)  # a multi-task model directory with --task: that task's view of it
     if not getattr(args, "test_file", None) and not getattr(args, "dedup", False):
         from compress.predictor import cli_evaluate as plain
 

@@ -417,6 +417,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
             written["training_curves.png"] = pngs.append(p) or p
     from experiments import report_protocol as protocol
     from experiments.assistants import chain_table
+    from experiments.multitask import multitask_table
 
     extra = [(name, title, note, t) for name, title, note, t in (
         ("eval", "Evaluation sets", "Dev next to the hold-out test file (`task.test` / `--test-file`) and, with "
@@ -428,7 +429,11 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
          "train, Δ vs input.", protocol.compression_table(rows)),
         ("assistants", "Teacher-assistant chains", "Each KD row's chain, teacher first, with every hop's dev "
          "metric (mean ± std over seeds); student - direct = this student minus the student distilled straight "
-         "from the same teacher (no assistants), paired by seed, scipy.stats.ttest_rel.", chain_table(rows)))
+         "from the same teacher (no assistants), paired by seed, scipy.stats.ttest_rel.", chain_table(rows)),
+        ("multitask", "Multi-task teachers", "Each KD row whose teacher was fine-tuned on several tasks (one encoder, "
+         "heads per task), with the teacher's dev metric on every task, next to the row distilled from the same "
+         "teacher architecture fine-tuned on the task alone; multi - single paired by seed (students: "
+         "scipy.stats.ttest_rel).", multitask_table(rows)))
         if t is not None]
     if "md" in formats:
         md = [f"# Results: {Path(runs_dir).resolve().name}", "",

@@ -317,9 +317,20 @@ class Runner:
         t = self.cfg.all_teachers[i]
         raw_t = (self.raw["teacher"] if (i == 0 and self.cfg.teacher) else
                  self.raw["teachers"][i - (1 if self.cfg.teacher else 0)])
-        key = config_hash({"task": teacher_task(_hash_view(self.raw, self.data_fingerprint)["task"]),
-                           "teacher": raw_t, "seed": self.seed})
+        body = {"task": teacher_task(_hash_view(self.raw, self.data_fingerprint)["task"]), "teacher": raw_t,
+                "seed": self.seed}
+        if t.tasks:  # a multi-task teacher: every task's section and data (experiments/multitask.py)
+            from experiments.multitask import teacher_key_extra
+
+            body.update(teacher_key_extra(self, t))
+        key = config_hash(body)
         return self.exp_dir / TEACHERS_DIR / f"{short_name(t.name)}-s{self.seed}-{key[:10]}"
+
+    def _teacher_model_dir(self, i: int) -> Path:
+        """What students learn from: ``best/``, or a multi-task teacher's view of this run's task."""
+        from experiments.multitask import teacher_model_dir
+
+        return teacher_model_dir(self._teacher_dir(i), self.cfg.all_teachers[i], self.cfg.task.name)
 
     def _ensure_teacher(self, i: int) -> dict:
         shared = self._teacher_dir(i)
@@ -342,6 +353,10 @@ class Runner:
 
         t = self.cfg.all_teachers[i]
         path = "teacher" if (i == 0 and self.cfg.teacher) else f"teachers[{i}]"
+        if t.tasks:
+            from experiments.multitask import train_teacher
+
+            return train_teacher(self, i, out)
         if not t.finetune:
             model, tok, _ = load_model_dir(t.init)
             save_model_dir(out / "best", model, tok, task=self.task, extra={"source": t.init})
@@ -371,7 +386,7 @@ class Runner:
                 tmp.unlink()
             tmp.symlink_to(target)
             os.replace(tmp, link)
-        best = shared / "best"
+        best = self._teacher_model_dir(i)
         metrics = {**done["metrics"], "size_mb": _mb(best), **_params(best), **self._more_sets(best)}
         out = flatten_metrics(self._teacher_label(i), metrics)
         if i == len(self.cfg.all_teachers) - 1 and i > 0:   # several teachers: their mixture is the teacher
@@ -393,7 +408,7 @@ class Runner:
 
             self._teacher_models = []
             for i in range(len(self.cfg.all_teachers)):
-                model, tok, _ = load_model_dir(self._teacher_dir(i) / "best")
+                model, tok, _ = load_model_dir(self._teacher_model_dir(i))
                 self._teacher_models.append((model, tok))
         return self._teacher_models
 

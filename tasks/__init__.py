@@ -4,7 +4,7 @@
 """
 from distill.registry import Registry
 
-TASKS = Registry("task", modules=("tasks.chnsenticorp", "tasks.nlpcc_slu", "tasks.tsv_classification"))
+TASKS = Registry("task", modules=("tasks.chnsenticorp", "tasks.nlpcc_slu", "tasks.tsv_classification", "tasks.multitask"))
 
 
 def build_task(name: str, **options):
