@@ -39,6 +39,24 @@ search:
 """
 
 
+def test_search_bad_input(tmp_path, capsys):
+    from experiments.cli import main
+
+    config = tmp_path / "plain.yaml"
+    config.write_text("name: plain\ntask: {name: nlpcc2018_slu}\nstudent: {name: ernie-3.0-tiny-nano-v2-zh}\n",
+                      encoding="utf-8")
+    assert main(["search", str(config), "--budget", "latency_ms=1"]) == 2
+    assert "no 'search' section" in capsys.readouterr().err
+    config.write_text(SPACE.replace("@DATA@", str(tmp_path)) + "sweep: {recipes: {a: {}}}\n", encoding="utf-8")
+    assert main(["search", str(config), "--out", str(tmp_path / "runs")]) == 2
+    assert "sweep: a search runs its own grid" in capsys.readouterr().err
+    config.write_text(SPACE.replace("@DATA@", str(tmp_path)).replace("widths: [1.0, 0.5]", "widths: [1.5]"),
+                      encoding="utf-8")
+    assert main(["search", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "search.widths: must be fractions in (0, 1]" in err and err.count("\n") == 1
+
+
 def test_budgets():
     assert parse_budgets(["latency_ms=1.0", "size_mb=5"]) == {"latency_ms": 1.0, "size_mb": 5.0}
     for bad, message in (("latency=1", "did you mean 'latency_ms'"), ("size_mb=0", "> 0"),
@@ -48,6 +66,7 @@ def test_budgets():
     metrics = {"latency_p50_ms": 1.2, "size_mb": 4.0}
     assert over_budget(metrics, {"latency_ms": 1.0, "size_mb": 5.0}) == ["latency_ms 1.2 > 1"]
     assert over_budget(metrics, {"latency_ms": 1.0}, slack=0.25) == []  # within 1.0 x (1 + slack)
+    assert over_budget(metrics, {"size_mb": 3.9}, slack=0.25) == ["size_mb 4 > 3.9"]  # sizes are exact: no slack
     assert over_budget(metrics, {"latency_ms": 1.0}, only=("size_mb",)) == []
     assert over_budget({}, {"latency_ms": 1.0}) == []  # not measured: nothing to prune on
 
