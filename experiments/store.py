@@ -303,7 +303,8 @@ class StoreLock:
         self.token = token
         return True
 
-    def _break(self, info: dict | None, mtime: float, reason: str) -> None:
+    def _break(self, info: dict | None, mtime: float, reason: str) -> bool:
+        """Remove the stale lock (re-checked under ``<lock>.break``); False when another waiter holds the guard."""
         guard = self.path.with_name(self.path.name + ".break")
         try:
             os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -313,7 +314,7 @@ class StoreLock:
                     guard.unlink(missing_ok=True)
             except FileNotFoundError:
                 pass
-            return
+            return False
         try:
             now = self._holder()
             if now is not None and now[0] == info and now[1] == mtime and self.stale_reason(*now):
@@ -321,11 +322,12 @@ class StoreLock:
                 self.log(f"lock {self.path.name}: took over from {self.describe(info)}: {reason}")
         finally:
             guard.unlink(missing_ok=True)
+        return True
 
     def acquire(self) -> "StoreLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        waiting_for = None
+        waiting_for, delay, started = None, self.poll, time.monotonic()
         while not self._try_create():
             holder = self._holder()
             if holder is None:
@@ -333,14 +335,19 @@ class StoreLock:
             info, mtime = holder
             reason = self.stale_reason(info, mtime)
             if reason:
-                self._break(info, mtime, reason)
+                if not self._break(info, mtime, reason):
+                    time.sleep(self.poll)
                 continue
             if waiting_for != (info or {}).get("token"):
-                waiting_for = (info or {}).get("token")
+                waiting_for, delay = (info or {}).get("token"), self.poll
                 self.log(f"lock {self.path.name}: waiting for {self.describe(info)}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.path}: still held by {self.describe(info)} after {self.timeout:g}s")
-            time.sleep(self.poll)
+            # after 30 s, back off to one look every 5 s: a teacher may train for hours, and on NFS each look is
+            # a few metadata operations on the server
+            time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+            if time.monotonic() - started > 30:
+                delay = min(delay * 1.5, max(self.poll, 5.0))
         self.lost = False
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.path.name}", daemon=True)
