@@ -346,7 +346,10 @@ def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: in
             c.status, c.reason = "pruned", "untrained: " + ", ".join(over)
         shown = ", ".join(f"{k} {c.probe[k]:.3g}" for k in ("size_mb", "latency_p50_ms") if k in c.probe)
         log(f"  probe {c.name}: {shown}{' -> pruned (' + c.reason + ')' if c.status == 'pruned' else ''}")
-    todo = [k for c in candidates if c.status == "todo" for k in c.cells]
+    # the cheapest survivors first (untrained latency, else size): an interrupted search has them finished
+    order = sorted((c for c in candidates if c.status == "todo"),
+                   key=lambda c: (c.probe.get("latency_p50_ms", float("inf")), c.probe.get("size_mb", float("inf"))))
+    todo = [k for c in order for k in c.cells]
     log(f"search {cfg.name}: {sum(c.status == 'pruned' for c in candidates)} pruned before training, "
         f"{sum(c.status == 'todo' for c in candidates)} to train, {sum(c.status == 'trained' for c in candidates)} "
         "finished earlier")
