@@ -68,10 +68,10 @@ class Service:
                        "timeout_s": timeout_s}
         self.max_body_bytes, self.timeout_s = max_body_bytes, timeout_s
         first.predict(["你好"])  # warm-up: a model or label problem fails now, not on the first request
-        # and once at the largest batch of the longest texts (the task truncates them), so a model or a memory
-        # limit that cannot take it fails at start
-        first.predict(["播放周杰伦的稻香然后导航到北京西站再给妈妈打电话" * 32] * max(1, min(max_batch, 256)),
-                      batch_size=max(1, max_batch))
+        # and once at the largest input a client may send (a full batch of the longest texts), so a model or a
+        # memory limit that cannot take it fails at start
+        longest = ("播放周杰伦的稻香然后导航到北京西站再给妈妈打电话" * (max_text_chars // 25 + 1))[:max_text_chars]
+        first.predict([longest] * max(1, min(max_batch, 256)), batch_size=max(1, max_batch))
         self.batcher = Batcher([lambda texts, p=p: p.predict(texts, batch_size=max(1, max_batch)) for p in predictors],
                                max_batch=max_batch, window_s=batch_window_ms / 1000.0,
                                max_queued=max(1024, 16 * max_texts), housekeeping=malloc_trim)
