@@ -61,9 +61,10 @@ def grid(tmp_path):
 
 
 def _sweep(config, out, *args, env=None):
+    # the teacher-output cache in the test's own directory, not in ~/.cache
+    env = {**os.environ, "TINYDISTILL_CACHE": str(Path(out).parent / "cache"), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def test_list_cells_and_selection(grid):
