@@ -331,7 +331,8 @@ def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: in
     for c in candidates:
         c.runners = [Runner(grid[k].config, grid[k].seed, out_root=str(out), data_dir=data_dir, resume=True)
                      for k in c.cells]
-        assert all(grid[k].labels["recipe"] == c.recipe for k in c.cells)
+        if any(grid[k].labels["recipe"] != c.recipe for k in c.cells):  # expand() changed its order
+            raise RuntimeError(f"search: the sweep grid does not match the candidates at {c.name}")
     budget_text = ", ".join(f"{k} <= {v:g}" for k, v in budget.items()) or "none"
     log(f"search {cfg.name}: {len(candidates)} candidates x {len(cfg.seeds)} seed(s), budget {budget_text}")
     prober = Prober(grid_cfg, out, data_dir, cfg.search.probe_runs, log=log)
@@ -340,7 +341,14 @@ def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: in
             c.probe = read_json(prober.file(c)) if prober.file(c).is_file() else {}
             c.status = "trained"
             continue
-        c.probe = prober.probe(c, budget, cfg.search.slack)
+        try:
+            c.probe = prober.probe(c, budget, cfg.search.slack)
+        except (ConfigError, FileNotFoundError):  # the config or the data: the same for every candidate
+            raise
+        except Exception as exc:  # noqa: BLE001 - one candidate that cannot be built must not stop the search
+            c.status, c.reason = "failed", f"probe: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            log(f"  probe {c.name}: FAILED ({c.reason})")
+            continue
         over = over_budget(c.probe, budget, cfg.search.slack)
         if over:
             c.status, c.reason = "pruned", "untrained: " + ", ".join(over)

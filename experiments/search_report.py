@@ -72,7 +72,7 @@ def write_search_report(grid_cfg, candidates: list, budget: dict[str, float], ex
     for c in candidates:
         status = {"pruned": f"pruned before training ({c.reason.split(': ', 1)[-1]})",
                   "trained": f"trained ({c.result.get('seeds', 0)} seed(s))",
-                  "failed": "failed (see the sweep log)", "todo": "not trained (--probe-only)"}[c.status]
+                  "failed": f"failed ({c.reason or 'see the sweep log'})", "todo": "not trained (--probe-only)"}[c.status]
         r = c.result
         rows.append([c.name, c.student["name"], f"{c.width:g}", str(c.vocab or "all"), c.quantize,
                      _num(c.probe.get("size_mb"), 3), _num(c.probe.get("latency_p50_ms"), 3), status,
