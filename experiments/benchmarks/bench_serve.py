@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -303,7 +304,7 @@ def main() -> None:
         for e in r["error_examples"]:
             print(f"  {r['config']}: error: {e}")
     if args.out:
-        command = "python experiments/benchmarks/bench_serve.py " + " ".join(sys.argv[1:])
+        command = "python experiments/benchmarks/bench_serve.py " + shlex.join(sys.argv[1:])
         from experiments.store import git_commit
 
         md = ["# `tinydistill serve` under load", "",
