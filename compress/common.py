@@ -154,7 +154,10 @@ def build_task(manifest: dict, data_dir: str | None = None, task_name: str | Non
     options = dict(info.get("options") or {}) if info.get("name") == name else {}
     if data_dir is not None:
         options["data_dir"] = str(data_dir)
-    return _build(name, **options)
+    task = _build(name, **options)
+    if manifest.get("heads") and info.get("name") == name:
+        task.use_heads(manifest["heads"])   # the labels the model was trained with; no data files needed
+    return task
 
 
 def max_seq_length(manifest: dict, task=None) -> int | None:

@@ -187,6 +187,11 @@ class Task:
     def heads(self) -> list[HeadSpec]:
         raise NotImplementedError
 
+    def use_heads(self, heads: Sequence[dict]) -> None:
+        """Take the label lists a model directory records (``manifest["heads"]``): a model's output index
+        means the label it was trained with, whatever a label file says now, and a deployed model decodes
+        without the training data.  Tasks whose labels are fixed need nothing; others override this."""
+
     def load(self, split: str) -> list[Example]:
         """Examples of ``split`` ("train", "dev", "test"), read from the configured data directory."""
         raise NotImplementedError

@@ -201,6 +201,11 @@ class NlpccSluTask(Task):
             self._labels = (intents, slots)
         return self._labels
 
+    def use_heads(self, heads) -> None:
+        by_name = {h["name"]: tuple(h["labels"]) for h in heads}
+        if "intent" in by_name and "slot" in by_name:
+            self._labels = (by_name["intent"], by_name["slot"])
+
     @property
     def intents(self) -> tuple[str, ...]:
         return self._load_labels()[0]

@@ -56,6 +56,11 @@ class ClassificationTask(Task):
         return None
 
     # -- labels and heads ---------------------------------------------------------------------
+    def use_heads(self, heads) -> None:
+        for h in heads:
+            if h["name"] == self.head_name:
+                self._labels = tuple(h["labels"])
+
     @property
     def labels(self) -> tuple[str, ...]:
         if self._labels is None:

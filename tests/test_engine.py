@@ -138,3 +138,23 @@ def test_mixture_of_teachers_is_evaluated_as_the_ensemble(data_dir):
     assert evaluate_mixture([(teacher, tok), (teacher, tok)], task, dev, MixingConfig()) == pytest.approx(alone)
     assert evaluate_mixture([(teacher, tok), (student, tok)], task, dev,
                             MixingConfig(weights=[1.0, 0.0])) == pytest.approx(alone)
+
+
+def test_a_model_directory_decodes_with_its_own_labels_without_the_training_data(data_dir, tmp_path):
+    """A deployed SLU model needs no NLPCC files: the labels come from its manifest (and always mean what the
+    model was trained with, whatever a label file in some data directory says)."""
+    pytest.importorskip("paddle")
+    from compress.predictor import Predictor
+    from tasks import build_task
+    from tasks.tokenization import ErnieWordPieceTokenizer
+    from teachers.base import build_model, save_model_dir
+
+    task = build_task("nlpcc2018_slu", data_dir=str(data_dir), max_seq_length=16)
+    tok = ErnieWordPieceTokenizer(data_dir / "vocab" / "ernie-3.0" / "vocab.txt")
+    model = build_model("student", "ernie-3.0-tiny-pico-v2-zh", task.heads(), vocab_size=tok.vocab_size,
+                        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    save_model_dir(tmp_path / "m", model, tok, task)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = Predictor.from_dir(tmp_path / "m", data_dir=str(empty)).predict(["播放周杰伦的歌"])
+    assert out[0]["intent"] in task.intents and isinstance(out[0]["slots"], list)
