@@ -170,8 +170,8 @@ def build_onnx_int8(src: Path, manifest: dict, out: Path, params: dict) -> dict:
 def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     """``onnx-int8``, then its large INT8 tensors stored as 4-bit rows in ``model.int4`` that the predictor
     expands back to INT8 when it loads the model (``compress/int4.py``): INT4 size on disk, the INT8 kernels.
-    ``int4_embedding`` (default true) packs the quantised embedding tables too; ``quantize_embedding`` as for
-    ``onnx-int8``."""
+    ``int4_embedding`` (default true) packs the quantised embedding tables too, ``int4_block`` (default 64) is the
+    most values one step code covers; ``quantize_embedding`` as for ``onnx-int8``."""
     import onnx
 
     from compress.int4 import pack_int4
@@ -179,12 +179,14 @@ def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     with tempfile.TemporaryDirectory() as work:
         int8 = build_onnx_int8(src, manifest, Path(work), params)
         int4_embedding = bool(int8["quant"]["embedding"]) and bool(params.get("int4_embedding", True))
-        model, blob, spec = pack_int4(onnx.load(str(Path(work) / "model.onnx")), embedding=int4_embedding)
+        model, blob, spec = pack_int4(onnx.load(str(Path(work) / "model.onnx")), embedding=int4_embedding,
+                                      block=int(params.get("int4_block", 64)))
     (out / "model.onnx").write_bytes(model.SerializeToString())  # not onnx.save: it would chase the external data
     (out / spec["file"]).write_bytes(blob)
     quant = dict(int8["quant"])
-    quant.update({"weights": "int4 rows on disk (one step per row), expanded to the int8 kernels of onnxruntime "
-                             "dynamic quantisation at load", "int4_embedding": int4_embedding,
+    quant.update({"weights": "int4 on disk (one step per segment of <= int4_block values of a row), expanded to the "
+                             "int8 kernels of onnxruntime dynamic quantisation at load", "int4_embedding": int4_embedding,
+                  "int4_block": int(params.get("int4_block", 64)),
                   "int4_tensors": len(spec["tensors"]), "int4_max_relative_rms_error": spec["max_relative_rms_error"]})
     return {"model_file": "model.onnx", "precision": "int4", "quant": quant, "int4": spec}
 

@@ -5,10 +5,11 @@ ONNX Runtime's INT4 kernel (``MatMulNBits``) makes the model small but, at batch
 So the ``onnx-int4`` export keeps the INT8 graph of ``quantize_dynamic`` and stores each of its large INT8/UINT8
 weight tensors (``MatMulInteger`` weights, the quantised embedding ``Gather`` tables) as
 
-* one ``uint8`` step code ``c`` per row (the row's step is ``c / div`` INT8 units; ``div`` 16, or 8 for tables
-  whose values span more than 127), and
-* 4-bit codes ``q`` in [0, 15], two a byte: byte ``i`` of a row of ``n`` values holds value ``i`` (low nibble)
-  and value ``i + ceil(n / 2)`` (high nibble),
+* one ``uint8`` step code ``c`` per segment of a row (each row cut into equal segments of at most ``block``
+  values, default 64; the segment's step is ``c / div`` INT8 units; ``div`` 16, or 8 for tables whose values
+  span more than 127), and
+* 4-bit codes ``q`` in [0, 15], two a byte: byte ``i`` of a segment of ``n`` values holds value ``i`` (low
+  nibble) and value ``i + ceil(n / 2)`` (high nibble),
 
 in ``model.int4``, next to ``model.onnx``, the graph with those initializers' names, types and shapes and a
 1-byte external-data reference (so that a session opened on ``model.onnx`` alone fails loudly).  When a predictor loads the directory, ``expand`` turns every row back into its INT8 values
@@ -22,8 +23,10 @@ was tried first: folding keeps float intermediates of every tensor alive, and a 
 ~0.7 GB.)
 
 A row is a row of the stored INT8 tensor: an input feature of a ``MatMulInteger`` weight (whose INT8 values are
-already scaled per output channel) or a token of the embedding table.  Its step code is chosen to minimise the
-squared error in INT8 units (a small search around ``max |v| / 8``).
+already scaled per output channel) or a token of the embedding table.  A segment's step code is chosen to
+minimise the squared error in INT8 units (a small search around ``max |v| / 8``).  Segments of 64 rather than
+whole rows: on the bench_compress student, dev sentence accuracy 67.23 vs 67.04 (INT8: 67.20), for 1 byte per
+64 weights.
 """
 from __future__ import annotations
 
@@ -54,12 +57,20 @@ def _row_codes(rows, div: float):
     return (best_q + 8).astype(np.uint8), best_c[:, 0].astype(np.uint8)
 
 
-def pack_tensor(w, zero_point: int = 0) -> dict:
-    """A 2-D INT8/UINT8 array -> ``{"codes", "packed", "div", "decoded"}`` (``decoded``: the INT8 tensor the
-    session will hold, computed the way ``expand`` computes it)."""
+def segment_length(n: int, block: int) -> int:
+    """Values per step code in a row of ``n``: the longest equal split of the row that is at most ``block``."""
+    return next(n // k for k in range(1, n + 1) if n % k == 0 and n // k <= max(block, 1))
+
+
+def pack_tensor(w, zero_point: int = 0, block: int = 64) -> dict:
+    """A 2-D INT8/UINT8 array -> ``{"codes", "packed", "div", "segment", "decoded"}`` (``decoded``: the INT8 tensor
+    the session will hold, computed the way ``expand`` computes it).  Each row is cut into equal segments of at
+    most ``block`` values, one step code each."""
     import numpy as np
 
-    rows = w.astype(np.int16) - zero_point
+    segment = segment_length(w.shape[1], block)
+    full_shape = w.shape
+    rows = (w.astype(np.int16) - zero_point).reshape(-1, segment)  # segments are contiguous in memory
     r, n = rows.shape
     div = 16.0 if np.abs(rows).max(initial=0) <= 127 else 8.0  # the largest step, 255 / div, covers the values
     half = (n + 1) // 2
@@ -70,8 +81,8 @@ def pack_tensor(w, zero_point: int = 0) -> dict:
     step = codes.astype(np.float64)[:, None] / div
     full = np.concatenate([packed & 15, packed >> 4], 1).astype(np.float64) - 8.0
     low, high = _RANGES[3] if w.dtype == np.int8 else _RANGES[2]
-    decoded = np.clip(np.round(full * step) + zero_point, low, high)[:, :n].astype(w.dtype)
-    return {"codes": codes, "packed": packed, "div": div, "decoded": decoded}
+    decoded = np.clip(np.round(full * step) + zero_point, low, high)[:, :n].astype(w.dtype).reshape(full_shape)
+    return {"codes": codes, "packed": packed, "div": div, "segment": segment, "decoded": decoded}
 
 
 def _targets(graph, embedding: bool, min_elements: int) -> dict[str, int]:
@@ -101,7 +112,7 @@ def _targets(graph, embedding: bool, min_elements: int) -> dict[str, int]:
     return out
 
 
-def pack_int4(model, embedding: bool = True, min_elements: int = 4096):
+def pack_int4(model, embedding: bool = True, min_elements: int = 4096, block: int = 64):
     """Take the large INT8 tensors out of an INT8 ``quantize_dynamic`` ModelProto (changed in place) and pack them;
     returns ``(model, blob, spec)``: write the model as ``model.onnx``, ``blob`` as ``model.int4`` and ``spec``
     into the manifest (``int4``)."""
@@ -114,10 +125,11 @@ def pack_int4(model, embedding: bool = True, min_elements: int = 4096):
     parts, tensors, offset, errors = [], [], 0, {}
     for name, zero_point in targets.items():
         w = numpy_helper.to_array(inits[name])
-        p = pack_tensor(w, zero_point)
+        p = pack_tensor(w, zero_point, block)
         data = p["codes"].tobytes() + p["packed"].tobytes()
         tensors.append({"name": name, "dims": [int(d) for d in w.shape], "data_type": int(inits[name].data_type),
-                        "zero_point": zero_point, "div": p["div"], "offset": offset, "bytes": len(data)})
+                        "zero_point": zero_point, "div": p["div"], "segment": p["segment"], "offset": offset,
+                        "bytes": len(data)})
         parts.append(data)
         offset += len(data)
         centred = w.astype(np.float64) - zero_point
@@ -159,7 +171,8 @@ def expand(model_dir, manifest: dict) -> tuple[bytearray, list[tuple[str, list[i
     layout, pos, tables = [], 0, {}
     with open(Path(model_dir) / spec.get("file", INT4_FILE), "rb") as f:
         for t in spec["tensors"]:  # one tensor's packed bytes in memory at a time
-            rows, n = t["dims"]
+            n = t.get("segment", t["dims"][1])  # values per step code; segments are contiguous in the tensor
+            rows = t["dims"][0] * t["dims"][1] // n
             half = (n + 1) // 2
             key = (t["div"], t["zero_point"], t["data_type"])
             if key not in tables:
@@ -169,7 +182,7 @@ def expand(model_dir, manifest: dict) -> tuple[bytearray, list[tuple[str, list[i
             data = f.read(t["bytes"])
             if len(data) != rows + rows * half:
                 raise ValueError(f"{f.name}: {t['name']} has {len(data)} bytes, expected {rows + rows * half}")
-            layout.append((t["name"], [rows, n], t["data_type"], pos, rows * n))
+            layout.append((t["name"], list(t["dims"]), t["data_type"], pos, rows * n))
             for i in range(rows):
                 chunk = data[rows + i * half:rows + (i + 1) * half]
                 lo, hi = table[data[i]]
