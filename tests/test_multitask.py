@@ -130,8 +130,11 @@ def test_multitask_teacher_run_and_evaluate(tmp_path, subsets, capsys):
         assert [h["name"] for h in view["heads"]] == heads and view["task"]["name"] == task
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     senti = metrics["teacher.tasks.chnsenticorp.dev.accuracy"]["value"]
-    assert metrics["teacher.dev.sentence_accuracy"]["value"] == pytest.approx(
-        metrics["teacher.tasks.nlpcc2018_slu.dev.sentence_accuracy"]["value"])
+    # the same model on the same rows, batched differently (alone / mixed with the other task): near-tied logits
+    # of a model trained 4 steps may flip one prediction, no more
+    one_row = 100.0 / metrics["data.dev.examples"]["value"]
+    assert abs(metrics["teacher.dev.sentence_accuracy"]["value"]
+               - metrics["teacher.tasks.nlpcc2018_slu.dev.sentence_accuracy"]["value"]) <= one_row + 1e-6
     assert metrics["student.train_steps"]["value"] == 3 and "student.dev.sentence_accuracy" in metrics
 
     # evaluate per task: the joint directory with --task, and without it every task with their mean (in this
@@ -145,9 +148,14 @@ def test_multitask_teacher_run_and_evaluate(tmp_path, subsets, capsys):
 
     one = evaluate("--task", "chnsenticorp")
     assert one["task"] == "chnsenticorp" and one["examples"] == 120
-    assert one["metrics"]["accuracy"] == pytest.approx(senti)
+    assert abs(one["metrics"]["accuracy"] - senti) <= 100.0 / 120 + 1e-6
     both = evaluate()
-    assert both["metrics"]["chnsenticorp.accuracy"] == pytest.approx(senti) and "mean_main" in both["metrics"]
+    assert abs(both["metrics"]["chnsenticorp.accuracy"] - senti) <= 100.0 / 120 + 1e-6 and "mean_main" in both["metrics"]
+    capsys.readouterr()
+    assert main(["predict", str(teacher / "best"), "导航到北京"]) == 0  # every task's reading of a text
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    decoded = json.loads(line)
+    assert "intent" in decoded["nlpcc2018_slu"] and decoded["chnsenticorp"]["label"] in ("0", "1")
 
     from experiments.report import write_report
 
