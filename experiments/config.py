@@ -171,6 +171,9 @@ class ExperimentConfig:
     assistants: list = field(default_factory=list)
     #: the space of ``tinydistill search`` (experiments.search.SearchSection)
     search: Any = None
+    #: one student training for every run with the same student, teachers, distill and seed
+    #: (experiments.shared_student)
+    share_student: bool = False
     source: str = ""  # file the config came from (not part of the schema)
 
     @property
@@ -199,6 +202,8 @@ class ExperimentConfig:
         raw["seeds"] = list(self.seeds)
         if self.controls:  # only when on: configs without it keep their run ids
             raw["controls"] = True
+        if self.share_student:  # likewise
+            raw["share_student"] = True
         if self.sweep:
             raw["sweep"] = _plain(self.sweep)
         if self.search:
@@ -224,6 +229,7 @@ class _TopLevel:
     controls: Any = None
     assistants: Any = None
     search: Any = None
+    share_student: Any = None
 
 
 def _plain(obj: Any) -> Any:
@@ -449,10 +455,12 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError("assistants: the student is trained without distillation (distill.losses has no KD "
                           "loss), so the chain would teach nobody; drop 'assistants' for a no-KD baseline")
     search = search_section(top.search) if top.search is not None else None
+    if top.share_student is not None and not isinstance(top.share_student, bool):
+        raise ConfigError(f"share_student: expected true or false, got {top.share_student!r}")
     return ExperimentConfig(name=top.name, recipe=top.recipe, task=task, teacher=teacher, teachers=teachers,
                             student=student, distill=distill, compress=compress, export=export, bench=bench,
                             seeds=list(seeds), sweep=sweep, controls=bool(top.controls), assistants=assistants,
-                            search=search)
+                            search=search, share_student=bool(top.share_student))
 
 
 def _registry(kind: str):

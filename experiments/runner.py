@@ -414,11 +414,25 @@ class Runner:
 
     # -- student -------------------------------------------------------------------------------
     def _student_stage(self) -> dict:
+        if self.cfg.share_student:  # one training for every run with the same student training
+            from experiments.shared_student import shared_student
+
+            out, dev, facts = shared_student(self)
+        else:
+            out = self.run_dir / "student"
+            result = self._train_student(out)
+            dev, facts = dict(result.best_metrics), training_facts(result, self.cfg.distill)
+        best = out / "best"
+        return {**flatten_metrics("student", {"dev": dev, "size_mb": _mb(best), **_params(best), **facts,
+                                              **self._more_sets(best)}),
+                **flatten_metrics("data", self.eval_sets.sizes())}
+
+    def _train_student(self, out: Path):
+        """Distil the student into ``out`` (or train it without KD); the engine's ``TrainResult``."""
         from distill.trainer import train
         from teachers.base import build_model
 
         s = self.cfg.student
-        out = self.run_dir / "student"
         if s.tokenizer.from_teacher:
             if not self.cfg.all_teachers:
                 raise ConfigError("student.tokenizer.from_teacher: the config has no teacher")
@@ -428,14 +442,9 @@ class Runner:
         seed_everything(self.seed)
         model = build_model("student", s.name, self.task.heads(), init=s.init, vocab_size=tok.vocab_size, **s.options)
         teachers = self.chain.student_teachers() if uses_teacher(self.cfg) else []
-        result = _resumable(out, "student", lambda: train(
+        return _resumable(out, "student", lambda: train(
             model, tok, self.task, self.train_examples, self.dev_examples, self.cfg.distill, str(out),
             teachers=teachers, resume=(out / "checkpoint").exists()))
-        best = out / "best"
-        return {**flatten_metrics("student", {"dev": dict(result.best_metrics), "size_mb": _mb(best),
-                                              **_params(best), **training_facts(result, self.cfg.distill),
-                                              **self._more_sets(best)}),
-                **flatten_metrics("data", self.eval_sets.sizes())}
 
     # -- compression, export, bench ------------------------------------------------------------
     def _last_model_dir(self, upto_step: int | None = None) -> Path:

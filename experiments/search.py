@@ -17,7 +17,8 @@ search:
 The space is students x widths x vocabulary sizes x quantisations; each candidate is a sweep cell (recipe
 ``<quantize>-w<width>-v<vocab>``, chain ``vocab_prune -> width_prune -> quantisation steps -> exports``), run by
 ``experiments.sweep.run_sweep`` into the experiment's result store, so finished candidates are skipped and an
-interrupted search continues (``--resume`` is implied, as for sweeps).
+interrupted search continues (``--resume`` is implied, as for sweeps).  The candidates of one student share its
+training (``share_student``, ``experiments.shared_student``): each student is trained once per seed.
 
 Cheapest signals first.  Before any training, every candidate is *probed*: its student is built untrained
 (scratch weights of the same architecture and vocabulary), its compression chain is run with one training
@@ -173,6 +174,7 @@ def grid_config(cfg):
     raw.pop("search", None)
     raw.pop("sweep", None)
     raw["compress"] = []
+    raw["share_student"] = True  # the candidates of one student differ after its training: train it once
     if raw.get("bench") is None:
         raw["bench"] = {}
     students = _student_labels(space.students)

@@ -65,6 +65,12 @@ class MultiTask(Task):
     def describe(name: str = "") -> str:
         return "heads <task>__<head> of every sub-task; options tasks, mixing (proportional|temperature)"
 
+    def use_heads(self, heads: Sequence[dict]) -> None:
+        """Each sub-task takes its own heads' label lists from a joint model directory's manifest."""
+        for t, task in self.tasks.items():
+            task.use_heads([dict(h, name=h["name"][len(t) + len(SEP):]) for h in heads
+                            if h["name"].startswith(f"{t}{SEP}")])
+
     def task_of(self, head: str) -> tuple[str, str]:
         task, _, own = head.partition(SEP)
         return task, own

@@ -1,0 +1,58 @@
+"""``share_student: true``: runs that train the same student the same way share one training.
+
+Runs of a sweep often differ only after the student stage (compression steps, exports: every candidate of a
+``tinydistill search`` with the same student).  With ``share_student: true`` the student stage is keyed like a
+teacher, by what determines the trained student: the task (evaluation-only options aside), the keys of the
+teachers and assistants it learns from, the ``student`` section, the ``distill`` section and the seed.  It is
+trained once under ``<out>/<name>/_students/<key>/`` (under a store lock: other runs and workers wait instead of
+training it again; ``--resume`` continues its checkpoint) and linked into each run as ``student ->
+../_students/<key>``; each run still evaluates it on its own evaluation sets and records it as its student.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from distill.fsutil import clean_stale_temporaries, read_json, write_json
+
+STUDENTS_DIR = "_students"
+
+
+def shared_dir(runner) -> Path:
+    from experiments.config import config_hash
+    from experiments.protocol import teacher_task
+    from experiments.runner import _hash_view, short_name
+
+    r = runner
+    body = {"task": teacher_task(_hash_view(r.raw, r.data_fingerprint)["task"]), "teacher_keys": r.teacher_keys(),
+            "student": r.raw["student"], "distill": r.raw["distill"], "seed": r.seed}
+    return r.exp_dir / STUDENTS_DIR / f"{short_name(r.cfg.student.name)}-s{r.seed}-{config_hash(body, drop=())[:10]}"
+
+
+def shared_student(runner) -> tuple[Path, dict, dict]:
+    """Train the shared student if it is missing and link it into the run: ``(run_dir/student, dev metrics,
+    training facts)``."""
+    from experiments.protocol import training_facts
+
+    r = runner
+    shared = shared_dir(r)
+    done = shared / ".done.json"
+    with r.store.lock(f"student-{shared.name}", log=r._log_prefixed):
+        if not done.is_file():
+            t0 = time.time()
+            r.log(f"{r.prefix}student {r.cfg.student.name} (seed {r.seed}): training, shared -> {shared}")
+            clean_stale_temporaries(shared)
+            result = r._train_student(shared)
+            write_json(done, {"seconds": round(time.time() - t0, 3), "dev": dict(result.best_metrics),
+                              "facts": training_facts(result, r.cfg.distill)})
+    link = r.run_dir / "student"
+    target = os.path.relpath(shared, r.run_dir)
+    if not (link.is_symlink() and os.readlink(link) == target):
+        tmp = r.run_dir / ".student.link"
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(target)
+        os.replace(tmp, link)
+    record = read_json(done)
+    return link, record["dev"], record["facts"]
