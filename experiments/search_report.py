@@ -51,15 +51,19 @@ def candidate_results(c, main_metric: str) -> dict[str, Any]:
 def write_search_report(grid_cfg, candidates: list, budget: dict[str, float], exp_dir: Path,
                         slack: float = 0.0) -> dict[str, Path]:
     from experiments.report import pareto_front
-    from experiments.search import over_budget
+    from experiments.search import BUDGETS, over_budget
 
     exp_dir = Path(exp_dir)
     main = candidates[0].runners[0].task_main_metric
     for c in candidates:
         c.result = candidate_results(c, main) if c.status == "trained" else {}
-        over = over_budget(c.result, budget) if c.result.get("metric") is not None else None
-        c.within = None if over is None else not over
-        c.over_after = over or []
+        if c.result.get("metric") is None:
+            c.within, c.over_after = None, []
+            continue
+        # a budget whose metric the runs did not measure is not met
+        c.over_after = over_budget(c.result, budget) + [f"{n} not measured" for n in budget
+                                                        if BUDGETS[n] not in c.result]
+        c.within = not c.over_after
     trained = [c for c in candidates if c.result.get("metric") is not None and "latency_p50_ms" in c.result]
     front = {trained[i].index for i in pareto_front([(c.result["latency_p50_ms"], c.result["metric"])
                                                      for c in trained])}
