@@ -384,9 +384,11 @@ def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch)
 
     real = int4._row_codes
 
-    def broken(rows, div):  # step codes far too small: every weight collapses towards zero
+    rng = np.random.default_rng(0)
+
+    def broken(rows, div):  # a packer that scrambles the 4-bit values (steps right, values random)
         q, codes = real(rows, div)
-        return q, np.ones_like(codes)
+        return rng.integers(0, 16, q.shape).astype(q.dtype), codes
 
     monkeypatch.setattr(int4, "_row_codes", broken)
     with pytest.raises(ExportError, match="INT4 model fails its check"):
