@@ -66,7 +66,6 @@ TARGETS = {"size_pct": 5.0, "e2e_speedup": 3.0, "rss_reduction_pct": 70.0, "accu
 def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
     """Run the compression steps and exports (each verified); returns name -> model directory."""
     from compress.common import ExportError
-    from compress.export import export
     from compress.pipeline import run_steps
 
     steps = [{"step": "vocab_prune"},
