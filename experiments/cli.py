@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes of the end-to-end throughput columns (default 8,32)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
-    from compress.serve import add_arguments as serve_arguments  # standard library only (http.server)
+    from compress.serve_options import add_arguments as serve_arguments  # no http.server import here
 
     serve_arguments(sub.add_parser("serve", help="HTTP JSON service on a model directory (POST /predict)"))
 
