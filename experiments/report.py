@@ -192,7 +192,7 @@ def _fmt_gain(g: Gain) -> str:
 
 def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
     """Header, formatted cells and raw cells (for CSV) of the ablation table."""
-    from experiments.report_protocol import _fmt_diff, teacher_margin, training_cell
+    from experiments.report_protocol import _fmt_diff, teacher_key, teacher_margin, training_cell
 
     header = ["task", "teacher", "student", "recipe", "seeds"]
     cells, raw = [], []
@@ -200,7 +200,7 @@ def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[st
     for row in rows:
         m = row.main_metric
         final = row.final_variant()
-        teacher = mean_std(list(row.per_seed(f"teacher.dev.{m}").values()))
+        teacher = mean_std(list(row.per_seed(teacher_key(row, m)).values()))   # several teachers: their mixture
         student = mean_std(list(row.per_seed(f"student.dev.{m}").values()))
         final_acc = mean_std(list(row.per_seed(f"{final}.dev.{m}").values()))
         size = mean_std(list(row.per_seed(f"{final}.size_mb").values()))
@@ -441,8 +441,8 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
               + (f" ({len(damaged)} damaged result record(s) skipped: {'; '.join(damaged)})" if damaged else "")
               + f"; metric: dev {rows[0].main_metric}; mean ± std over seeds. KD gain = student "
               "minus the matching no-KD baseline (same task and student), paired by seed, "
-              "scipy.stats.ttest_rel. Teacher - no-KD student = the teacher's dev metric minus that baseline's "
-              "(KD rows). Trained steps (epochs) = what the trainer actually ran (mean over seeds).", "",
+              "scipy.stats.ttest_rel. Teacher = the teacher, or with several teachers the mixture of their logits "
+              "the student distils from; teacher - no-KD student = its dev metric minus that baseline's (KD rows). Trained steps (epochs) = what the trainer actually ran (mean over seeds).", "",
               to_markdown(header, cells)]
         md += [w + "\n" for w in protocol.teacher_warnings(rows) + protocol.budget_notes(rows)]
         for _, title, note, (h, c, _) in extra:
