@@ -7,7 +7,8 @@ the saved model must not contain, and resumes *exactly* (data order, dropout RNG
 early stopping) after a kill.  ``Trainer`` would need overriding of nearly all of that.
 
 Shape (after TextBrewer's Distiller): the loop's state is a ``TrainState``; the engine calls its
-``callbacks`` at four points: ``on_step_end`` (after every optimisation step, with the loss terms),
+``callbacks`` at ``on_train_begin`` (after set-up and any resume), ``on_step_end`` (after every optimisation
+step, with the loss terms),
 ``on_evaluate`` (after every dev evaluation, with the metrics and whether they improved), ``on_checkpoint``
 (after the resumable checkpoint is written) and ``on_stop`` (once, with the reason).  Logging to
 tensorboardX and the progress bar are such callbacks; users add their own.
