@@ -66,11 +66,21 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
                    help="directory with the data sets' files (default: $TINYDISTILL_DATA, else the download cache)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tinydistill")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinydistill",
         description="Knowledge distillation and compression for Chinese NLU (ERNIE 3.0 Tiny, ERNIE-Gram, Bi-LSTM).",
     )
+    parser.add_argument("--version", action="version", version=f"tinydistill {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

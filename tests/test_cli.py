@@ -66,3 +66,13 @@ def test_console_script_help():
         pytest.skip("tinydistill console script not installed in this environment")
     proc = subprocess.run([str(exe), "data", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "{list,fetch,check}" in proc.stdout
+
+
+def test_version_prints_the_installed_version():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"tinydistill {version('tinydistill')}"
