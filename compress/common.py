@@ -173,9 +173,13 @@ def write_manifest(out_dir: Path, manifest: dict) -> None:
 
 
 def json_default(obj: Any) -> Any:
-    """``json.dumps`` default for numpy scalars."""
-    if hasattr(obj, "item"):
+    """``json.dumps`` default for numpy scalars and arrays and plain objects (predictor and server output)."""
+    if hasattr(obj, "item") and getattr(obj, "size", 1) == 1:
         return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__dict__"):
+        return obj.__dict__
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 

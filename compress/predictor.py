@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from compress.common import build_task, max_seq_length, read_manifest, runtime_of
+from compress.common import build_task, json_default, max_seq_length, read_manifest, runtime_of
 from compress.runtimes import as_heads, open_session
 
 
@@ -168,21 +168,12 @@ def cli_evaluate(args) -> int:
     metrics = predictor.evaluate(examples, batch_size=args.batch_size)
     print(json.dumps({"model_dir": str(args.model_dir), "runtime": predictor.runtime, "task": predictor.task.name,
                       "examples": len(examples), "metrics": metrics}, ensure_ascii=False, indent=2,
-                     default=_json_default))
+                     default=json_default))
     return 0
 
-
-def _json_default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "__dict__"):
-        return obj.__dict__
-    raise TypeError(type(obj).__name__)
 
 
 if __name__ == "__main__":  # pragma: no cover - used by the "does not import paddle" check
     p = Predictor.from_dir(sys.argv[1], backend=sys.argv[2] if len(sys.argv) > 2 else None)
-    print(json.dumps(p.predict(sys.argv[3:] or ["你好"]), ensure_ascii=False, default=_json_default))
+    print(json.dumps(p.predict(sys.argv[3:] or ["你好"]), ensure_ascii=False, default=json_default))
     print("PADDLE_IMPORTED" if "paddle" in sys.modules else "PADDLE_NOT_IMPORTED")

@@ -32,6 +32,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from compress.common import json_default
 from compress.microbatch import Batcher, Refused, limit_malloc_arenas, malloc_trim
 from compress.serve_options import add_arguments  # noqa: F401  (tinydistill serve's options)
 
@@ -147,15 +148,6 @@ class Service:
             self.errors += status >= 400
 
 
-def _json_default(obj):
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "__dict__"):
-        return obj.__dict__
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
@@ -168,7 +160,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, obj: dict, headers: dict | None = None) -> None:
         try:
-            data = json.dumps(obj, ensure_ascii=False, allow_nan=False, default=_json_default).encode("utf-8")
+            data = json.dumps(obj, ensure_ascii=False, allow_nan=False, default=json_default).encode("utf-8")
         except (TypeError, ValueError) as exc:  # e.g. a NaN in the model's output
             status, data = 500, json.dumps({"error": f"model output is not valid JSON: {exc}"}).encode()
         self.service.count(status)

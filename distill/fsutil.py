@@ -147,3 +147,16 @@ def dir_size_bytes(path: str | os.PathLike) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def link_atomically(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symlink to ``target`` (a run directory's view of a shared stage), replacing an
+    older link in one rename so a reader never sees it missing."""
+    link, rel = Path(link), os.path.relpath(target, Path(link).parent)
+    if link.is_symlink() and os.readlink(link) == rel:
+        return
+    tmp = link.parent / f".{link.name}.link"
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(rel)
+    os.replace(tmp, link)

@@ -23,7 +23,6 @@ says), each later hop from the assistant before it, the student from the last as
 from __future__ import annotations
 
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,16 +215,9 @@ class AssistantChain:
         r = self.runner
         done = self.ensure(k)
         shared = self.shared_dir(k)
-        link = r.run_dir / self.label(k)
-        target = os.path.relpath(shared, r.run_dir)
-        if link.is_symlink() and os.readlink(link) != target:
-            link.unlink()
-        if not link.is_symlink():
-            tmp = r.run_dir / f".{link.name}.link"
-            if tmp.is_symlink():
-                tmp.unlink()
-            tmp.symlink_to(target)
-            os.replace(tmp, link)
+        from distill.fsutil import link_atomically
+
+        link_atomically(r.run_dir / self.label(k), shared)
         best = shared / "best"
         return flatten_metrics(self.label(k), {**done["metrics"], "size_mb": _mb(best), **_params(best),
                                                **r._more_sets(best)})

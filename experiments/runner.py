@@ -27,7 +27,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.fsutil import atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
+from distill.fsutil import link_atomically, atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
 from distill.runtime import seed_everything
 from distill.schema import ConfigError, to_dict
 from experiments.assistants import AssistantChain
@@ -376,16 +376,7 @@ class Runner:
     def _teacher_stage(self, i: int) -> dict:
         done = self._ensure_teacher(i)
         shared = self._teacher_dir(i)
-        link = self.run_dir / self._teacher_label(i)
-        target = os.path.relpath(shared, self.run_dir)
-        if link.is_symlink() and os.readlink(link) != target:
-            link.unlink()
-        if not link.is_symlink():
-            tmp = self.run_dir / f".{link.name}.link"
-            if tmp.is_symlink():
-                tmp.unlink()
-            tmp.symlink_to(target)
-            os.replace(tmp, link)
+        link_atomically(self.run_dir / self._teacher_label(i), shared)
         best = self._teacher_model_dir(i)
         metrics = {**done["metrics"], "size_mb": _mb(best), **_params(best), **self._more_sets(best)}
         out = flatten_metrics(self._teacher_label(i), metrics)

@@ -10,7 +10,6 @@ training it again; ``--resume`` continues its checkpoint) and linked into each r
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -46,13 +45,9 @@ def shared_student(runner) -> tuple[Path, dict, dict]:
             result = r._train_student(shared)
             write_json(done, {"seconds": round(time.time() - t0, 3), "dev": dict(result.best_metrics),
                               "facts": training_facts(result, r.cfg.distill)})
+    from distill.fsutil import link_atomically
+
     link = r.run_dir / "student"
-    target = os.path.relpath(shared, r.run_dir)
-    if not (link.is_symlink() and os.readlink(link) == target):
-        tmp = r.run_dir / ".student.link"
-        if tmp.is_symlink():
-            tmp.unlink()
-        tmp.symlink_to(target)
-        os.replace(tmp, link)
+    link_atomically(link, shared)
     record = read_json(done)
     return link, record["dev"], record["facts"]
