@@ -25,7 +25,7 @@ def task_and_data(manifest: dict, ctx, need_train: bool = True):
     task = build_task(manifest, data_dir=ctx.data_dir)
     if task is None:
         raise ValueError("this step needs the model's task (manifest 'task' is null)")
-    train = task.load("train") if need_train else []
+    train = task.training_examples() if need_train else []
     dev = task.load("dev")
     if ctx.max_train_examples:
         train = train[: ctx.max_train_examples]

@@ -141,7 +141,7 @@ def cli_evaluate(args) -> int:
     if args.test_file:
         sets["test"] = task.load_file(args.test_file)
     if args.dedup:
-        seen = seen_texts(task.load("train"))
+        seen = seen_texts(task.training_examples())
         for name in list(sets):
             sets[f"{name}_dedup"] = unseen(sets[name], seen)
     out = {"model_dir": str(args.model_dir), "runtime": predictor.runtime, "task": task.name, "sets": {}}

@@ -293,7 +293,7 @@ class Runner:
 
     @cached_property
     def train_examples(self) -> list:
-        return self.task.load("train")
+        return self.task.training_examples()
 
     @cached_property
     def dev_examples(self) -> list:

@@ -109,10 +109,17 @@ class TaskOptions:
     test: str | None = None
     #: also report every metric on the evaluation rows whose text does not occur in the training split
     dedup_eval: bool = False
+    #: train on a fixed random subset of this many training examples (None: all); dev is unchanged.  For
+    #: results sized to a compute budget and for learning curves over the amount of labelled data
+    max_train_examples: int | None = None
+    #: the seed of that subset (the same seed and size always give the same examples, in file order)
+    train_subset_seed: int = 0
 
     def validate(self) -> None:
         if self.max_seq_length < 3:
             raise ValueError(f"max_seq_length must be >= 3, got {self.max_seq_length}")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(f"max_train_examples must be >= 1 (or null for all), got {self.max_train_examples}")
 
 
 # Decoding one example is pure Python (lists or numpy rows alike), so a deployed predictor process need not
@@ -199,6 +206,18 @@ class Task:
     def load_file(self, path: str) -> list[Example]:
         """Examples from any file in this task's format (e.g. an official test set)."""
         raise NotImplementedError
+
+    def training_examples(self) -> list[Example]:
+        """What a run trains on: ``load("train")``, cut to ``max_train_examples`` if that is set (a random
+        subset drawn with ``train_subset_seed``, kept in file order)."""
+        examples = self.load("train")
+        n = self.options.max_train_examples
+        if n is None or n >= len(examples):
+            return examples
+        import random
+
+        keep = sorted(random.Random(self.options.train_subset_seed).sample(range(len(examples)), n))
+        return [examples[i] for i in keep]
 
     def data_folder(self) -> Path | None:
         """The folder this task reads its files from (None: the task names its files itself)."""

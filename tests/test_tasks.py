@@ -333,3 +333,17 @@ def test_slu_load_file_evaluates_any_file_in_corpus_format(slu, tmp_path, ernie)
               "slot": np.stack([one_hot(np.pad(np.maximum(e.labels["slot"], 1), (0, 7 - len(e.labels["slot"])),
                                                constant_values=1), 32) for e in enc])}
     assert slu.compute_metrics(logits, enc)["sentence_accuracy"] == 100.0
+
+
+def test_max_train_examples_is_a_fixed_seeded_subset(data_dir):
+    full = build_task("chnsenticorp", data_dir=str(data_dir)).training_examples()
+    cut = build_task("chnsenticorp", data_dir=str(data_dir), max_train_examples=500)
+    picked = cut.training_examples()
+    assert len(picked) == 500 and picked == cut.training_examples()  # same seed and size: same examples
+    assert [full.index(e) for e in picked] == sorted(full.index(e) for e in picked)  # file order kept
+    assert picked != full[:500]  # a random draw, not the head of the file
+    other = build_task("chnsenticorp", data_dir=str(data_dir), max_train_examples=500, train_subset_seed=1)
+    assert other.training_examples() != picked
+    assert len(cut.load("dev")) == 1200  # dev is never cut
+    with pytest.raises(ConfigError, match="max_train_examples"):
+        build_task("chnsenticorp", data_dir=str(data_dir), max_train_examples=0)
