@@ -62,14 +62,17 @@ def _percentiles(times: list[float]) -> dict:
             "runs": len(times)}
 
 
-def _time(fn, runs: int, warmup: int) -> dict:
+def time_ms(fn, runs: int, warmup: int, clock=time.perf_counter) -> dict:
+    """Milliseconds per call of ``fn()`` (p50, p90, mean) over ``runs`` timed calls after ``warmup`` untimed
+    ones.  ``clock=time.process_time`` measures process CPU time instead, which leaves out the waits for a
+    core on a loaded machine."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append((time.perf_counter() - t) * 1000.0)
+        times.append((clock() - t) * 1000.0)
     return _percentiles(times)
 
 
@@ -109,18 +112,6 @@ def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
     return out
 
 
-def _cpu_time(fn, runs: int, warmup: int) -> dict:
-    """Process CPU time per call (``time.process_time``): leaves out the waits for a core on a loaded machine."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.process_time()
-        fn()
-        times.append((time.process_time() - t) * 1000.0)
-    return _percentiles(times)
-
-
 def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
@@ -141,14 +132,14 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     batch = texts[:batch_size]
     encoded = predictor.encode(predictor.examples(batch))
     feed = predictor.collate(encoded)
-    e2e = _time(lambda: predictor.predict(batch, batch_size=batch_size), runs, warmup)
-    model = _time(lambda: predictor.logits(feed), runs, warmup)
-    e2e_cpu = _cpu_time(lambda: predictor.predict(batch, batch_size=batch_size), runs, 0)
+    e2e = time_ms(lambda: predictor.predict(batch, batch_size=batch_size), runs, warmup)
+    model = time_ms(lambda: predictor.logits(feed), runs, warmup)
+    e2e_cpu = time_ms(lambda: predictor.predict(batch, batch_size=batch_size), runs, 0, clock=time.process_time)
     peak_kib = peak_rss_kib()  # at the benchmark setting; larger throughput batches may raise it further
     throughput = {}
     for b in throughput_batches:
         chunk = texts[:b]
-        stats = _time(lambda: predictor.predict(chunk, batch_size=b), max(10, runs // 10), 3)
+        stats = time_ms(lambda: predictor.predict(chunk, batch_size=b), max(10, runs // 10), 3)
         throughput[str(b)] = b / (stats["p50"] / 1000.0)
     m = predictor.manifest
     return {

@@ -35,18 +35,13 @@ def task_and_data(manifest: dict, ctx, need_train: bool = True):
 
 
 def model_latency_ms(predictor, seq_len: int = 16, batch_size: int = 1, runs: int = 50, warmup: int = 10) -> dict:
-    """Model-only latency (p50/p90 ms) of a predictor on a fixed batch of ``seq_len`` real-looking ids."""
+    """Model-only latency (p50/p90/mean ms) of a predictor on a fixed batch of ``seq_len`` real-looking ids."""
+    from compress.bench import time_ms
+
     rng = np.random.default_rng(0)
     ids = rng.integers(5, predictor.tokenizer.vocab_size, (batch_size, seq_len)).astype("int64")
     feed = {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": np.ones_like(ids)}
-    for _ in range(warmup):
-        predictor.logits(feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        predictor.logits(feed)
-        times.append((time.perf_counter() - t) * 1000)
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)), "runs": runs}
+    return time_ms(lambda: predictor.logits(feed), runs, warmup)
 
 
 def dir_metrics(model_dir, ctx, examples=None) -> tuple[str, dict]:
@@ -54,11 +49,16 @@ def dir_metrics(model_dir, ctx, examples=None) -> tuple[str, dict]:
     from compress.predictor import Predictor
 
     p = Predictor.from_dir(model_dir, data_dir=ctx.data_dir, threads=ctx.threads)
+    return p.task.main_metric, _dev_metrics(p, ctx, examples)
+
+
+def _dev_metrics(predictor, ctx, examples=None) -> dict:
+    """Metrics of ``examples`` (default: the dev split, capped by the context) on an open predictor."""
     if examples is None:
-        examples = p.task.load("dev")
+        examples = predictor.task.load("dev")
         if ctx.max_dev_examples:
             examples = examples[: ctx.max_dev_examples]
-    return p.task.main_metric, {k: float(v) for k, v in p.evaluate(examples).items()}
+    return {k: float(v) for k, v in predictor.evaluate(examples).items()}
 
 
 def step_report(step: str, params, in_dir, out_dir, ctx, started: float, extra: dict | None = None,
@@ -72,10 +72,7 @@ def step_report(step: str, params, in_dir, out_dir, ctx, started: float, extra: 
     manifest = read_manifest(out_dir)
     p = Predictor.from_dir(out_dir, data_dir=ctx.data_dir, threads=ctx.threads)
     if metrics is None:
-        dev = p.task.load("dev")
-        if ctx.max_dev_examples:
-            dev = dev[: ctx.max_dev_examples]
-        metrics = {k: float(v) for k, v in p.evaluate(dev).items()}
+        metrics = _dev_metrics(p, ctx)
     report = {
         "step": step, "applied": True, "params": to_dict(params), "in_dir": str(in_dir), "out_dir": str(out_dir),
         "format": manifest["format"], "precision": manifest.get("precision", "fp32"), "runtime": p.runtime,

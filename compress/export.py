@@ -217,7 +217,7 @@ def build_ort_mobile(src: Path, manifest: dict, out: Path, params: dict) -> dict
 
 
 # -- verification -------------------------------------------------------------------------------------
-def check_inputs(predictor, data_dir=None, n: int = 64) -> dict[str, np.ndarray]:
+def check_inputs(predictor, n: int = 64) -> dict[str, np.ndarray]:
     """A batch to compare logits on: dev texts when the task's data is there, else random ids."""
     if predictor.task is not None:
         try:
@@ -256,7 +256,7 @@ def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = A
 
     src = Predictor.from_dir(src_dir, data_dir=data_dir)
     dst = Predictor.from_dir(dst_dir, data_dir=data_dir)
-    feed = check_inputs(src, data_dir)
+    feed = check_inputs(src)
     a, b = src.logits(feed), dst.logits(feed)
     diff = max(float(np.abs(a[h] - b[h]).max()) for h in a)
     finite = all(np.isfinite(b[h]).all() for h in b)

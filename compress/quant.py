@@ -111,7 +111,7 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
 
 
 # -- ptq ---------------------------------------------------------------------------------------------------
-def _calibration_batches(task, tok, examples, length: int, batch_size: int = 16) -> list[dict]:
+def _calibration_batches(task, tok, examples, batch_size: int = 16) -> list[dict]:
     encoded = [task.encode(ex, tok) for ex in examples]
     batches = []
     for start in range(0, len(encoded), batch_size):
@@ -133,7 +133,7 @@ class _Loader:
         return len(self.batches)
 
 
-def _ptq_paddle(src_dir: Path, manifest: dict, batches, out: Path, algo: str) -> None:
+def _ptq_paddle(src_dir: Path, batches, out: Path, algo: str) -> None:
     import paddle
     from paddleslim.quant import quant_post_static
 
@@ -178,11 +178,10 @@ def _ptq_onnx(src_dir: Path, manifest: dict, batches, out: Path) -> None:
 
 def ptq(in_dir, out_dir, p, ctx) -> dict:
     from distill.fsutil import atomic_dir
-    from teachers.base import read_manifest as _rm
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    manifest = _rm(in_dir)
+    manifest = read_manifest(in_dir)
     src = float_source(in_dir, manifest)
     src_manifest = read_manifest(src)
     from tasks.tokenization import load_tokenizer
@@ -190,8 +189,7 @@ def ptq(in_dir, out_dir, p, ctx) -> dict:
     tok = load_tokenizer(src, src_manifest["tokenizer"])
     task, train_ex, dev_ex = task_and_data(src_manifest, ctx)
     metric, before = dir_metrics(in_dir, ctx, dev_ex)
-    length = getattr(task.options, "max_seq_length", 128)
-    batches = _calibration_batches(task, tok, train_ex[: p.calibration_examples], length)
+    batches = _calibration_batches(task, tok, train_ex[: p.calibration_examples])
     methods = ["paddle", "onnx"] if p.method == "both" else [p.method]
     candidates, records = {}, {}
     base = out_dir.parent / f".{out_dir.name}.ptq"
@@ -201,7 +199,7 @@ def ptq(in_dir, out_dir, p, ctx) -> dict:
         cand.mkdir(parents=True)
         try:
             if method == "paddle":
-                _ptq_paddle(src, src_manifest, batches, cand, p.paddle_algo)
+                _ptq_paddle(src, batches, cand, p.paddle_algo)
                 new = _quant_manifest(src_manifest, {"method": "ptq-paddleslim", "algo": p.paddle_algo,
                                                      "weights": "int8 channel_wise_abs_max", "embedding": False})
             else:

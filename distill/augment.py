@@ -29,8 +29,6 @@ import numpy as np
 
 from distill.config import AugmentConfig
 
-log = logging.getLogger(__name__)
-
 
 def pos_words(text: str) -> list[tuple[str, str]]:
     """(word, POS tag) pairs of ``text`` by jieba.posseg (joins back to ``text``)."""

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.fsutil import atomic_write_bytes
+from distill.fsutil import atomic_write_bytes, cache_dir
 
 
 def default_cache_root() -> Path:
-    env = os.environ.get("TINYDISTILL_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "tinydistill"
-    return base / "teacher_logits"
+    return cache_dir("teacher_logits")
 
 
 def example_key(example) -> str:

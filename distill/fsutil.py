@@ -160,3 +160,10 @@ def link_atomically(link: Path, target: Path) -> None:
         tmp.unlink()
     tmp.symlink_to(rel)
     os.replace(tmp, link)
+
+
+def cache_dir(name: str) -> Path:
+    """``$TINYDISTILL_CACHE/<name>`` (``~`` expanded), by default ``~/.cache/tinydistill/<name>``: the one root
+    of every on-disk cache (``data`` for downloads, ``teacher_logits`` for teacher outputs)."""
+    base = os.environ.get("TINYDISTILL_CACHE")
+    return (Path(base).expanduser() if base else Path.home() / ".cache" / "tinydistill") / name

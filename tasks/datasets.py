@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.fsutil import atomic_dir
+from distill.fsutil import atomic_dir, cache_dir
 
 CHUNK = 1 << 16
 
@@ -119,8 +119,7 @@ def get_dataset(name: str) -> Dataset:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("TINYDISTILL_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "tinydistill") / "data"
+    return cache_dir("data")
 
 
 def file_checksum(path: str | Path, algo: str = "sha256") -> str:

@@ -24,7 +24,7 @@ Pass ``attention_mask`` explicitly (int ``[B, L]``, 1 = real token).  Attributes
 scratch, ``vocab_size`` included), ``heads`` (list of ``HeadSpec``), ``hidden_size`` (width of the last
 hidden state), ``num_layers``, ``num_attention_heads`` (0 without attention).  ``model.export_forward(
 input_ids, token_type_ids, attention_mask)`` returns the tuple of logits in ``heads`` order (the signature
-used by ``paddle.jit.to_static`` export; ``teachers.heads.ExportWrapper`` wraps it as a Layer).
+used by ``paddle.jit.to_static`` export; ``compress.export.save_program`` wraps it as a Layer).
 
 Model directory (``save_model_dir``/``load_model_dir``): ``manifest.json``, ``model_state.pdparams`` and the
 tokenizer's files (``tok.save(dir)``), written atomically.  This module does not import paddle at import time.

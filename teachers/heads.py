@@ -52,29 +52,3 @@ def default_inputs(input_ids, token_type_ids, attention_mask, pad_token_id: int 
         attention_mask = (input_ids != pad_token_id).astype("int64")
     return token_type_ids, attention_mask
 
-
-class ExportWrapper(nn.Layer):
-    """``forward(input_ids, token_type_ids, attention_mask)`` = ``model.export_forward(...)``: the tuple of
-    logits in ``model.heads`` order, as a Layer that ``paddle.jit.to_static`` / ``paddle.jit.save`` take."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        return self.model.export_forward(input_ids, token_type_ids, attention_mask)
-
-    @staticmethod
-    def input_spec():
-        from paddle.static import InputSpec
-        return [InputSpec([None, None], "int64", name) for name in ("input_ids", "token_type_ids", "attention_mask")]
-
-    @classmethod
-    def save(cls, model, path_prefix: str) -> None:
-        """``paddle.jit.save`` a deep copy of ``model`` (``to_static`` changes a Layer in place) at
-        ``path_prefix`` (``.pdmodel``/``.pdiparams``, or ``.json`` with the PIR flag on)."""
-        import copy
-
-        wrapper = cls(copy.deepcopy(model))
-        wrapper.eval()
-        paddle.jit.save(paddle.jit.to_static(wrapper, input_spec=cls.input_spec()), path_prefix)

@@ -200,7 +200,7 @@ def test_width_pruned_layers_run():
 
 
 def test_export_forward_is_static_graph_friendly(tmp_path):
-    from teachers.heads import ExportWrapper
+    from compress.export import save_program
 
     for name, heads in (("ernie-3.0-tiny-nano-v2-zh", SLU), ("bilstm", SLU), ("textcnn", SENTIMENT)):
         model = build_model("student", name, heads, vocab_size=VOCAB, **tiny(name))
@@ -208,7 +208,7 @@ def test_export_forward_is_static_graph_friendly(tmp_path):
         inputs = batch(2)
         want = [v.numpy() for v in model.export_forward(*inputs)]
         path = str(tmp_path / name / "model")
-        ExportWrapper.save(model, path)
+        save_program(model, path)
         loaded = paddle.jit.load(path)
         got = loaded(*inputs)
         got = [got] if isinstance(got, paddle.Tensor) else list(got)
