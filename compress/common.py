@@ -34,8 +34,8 @@ class ExportError(RuntimeError):
 
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
-    """Manifest of any model directory (delegates to ``teachers.base.read_manifest``, paddle-free)."""
-    from teachers.base import read_manifest as _read
+    """Manifest of any model directory (delegates to ``distill.modeldir.read_manifest``, paddle-free)."""
+    from distill.modeldir import read_manifest as _read
 
     return _read(model_dir)
 
@@ -60,7 +60,7 @@ def runtime_of(manifest: dict, backend: str | None = None) -> str:
 def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kwargs):
     """``Predictor.from_dir``, or the numpy-free ``CPredictor`` for the ``onnxruntime-c`` backend (chosen before
     anything imports numpy, so that process stays small)."""
-    from teachers.base import ModelLoadError
+    from distill.modeldir import ModelLoadError
 
     try:
         if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
@@ -83,7 +83,7 @@ def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kw
 
 
 def _damaged(model_dir, exc: BaseException) -> Exception:
-    from teachers.base import ModelLoadError
+    from distill.modeldir import ModelLoadError
 
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ModelLoadError(f"{model_dir}: model files are damaged or incomplete ({first}); re-export it or re-run "

@@ -64,8 +64,8 @@ def run_control(step: str, in_dir, out_dir, params: Any, ctx, max_steps: int | N
     "train_steps", "best_step", "stopped_early", "num_train_examples", "batch_size", "epochs_planned",
     "max_steps"}``."""
     from compress.evaluation import require_float, task_and_data
+    from distill.modeldir import load_model_dir, save_model_dir
     from distill.trainer import train
-    from teachers.base import load_model_dir, save_model_dir
 
     cfg = training_config(step, params, ctx)
     if cfg is None:

@@ -77,7 +77,7 @@ def _program_of(model_dir: Path, manifest: dict, work: Path) -> Path:
     """Path prefix of an FP32 Paddle program of the model (saved into ``work`` if needed)."""
     if manifest["format"] == "paddle-inference" and manifest.get("precision", "fp32") == "fp32":
         return model_dir / Path(manifest.get("model_file", "model.pdmodel")).stem
-    from teachers.base import load_model_dir
+    from distill.modeldir import load_model_dir
 
     model = load_model_dir(float_source(model_dir, manifest))[0]
     prefix = work / "model"
@@ -93,7 +93,7 @@ def build_paddle_inference(src: Path, manifest: dict, out: Path, params: dict) -
         return {"model_file": "model.pdmodel", "precision": manifest.get("precision", "fp32")}
     if manifest["format"] != "dygraph":
         raise ExportError(f"{src}: cannot build a Paddle program from format {manifest['format']!r}")
-    from teachers.base import load_model_dir
+    from distill.modeldir import load_model_dir
 
     save_program(load_model_dir(src)[0], out / "model")
     return {"model_file": "model.pdmodel", "precision": "fp32", **_ir_probe(out, manifest)}

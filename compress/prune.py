@@ -18,7 +18,7 @@ from paddle import nn
 from compress.common import build_task
 from compress.evaluation import require_float, step_report, task_and_data
 from compress.steps import NotApplicable
-from teachers.base import load_model_dir, save_model_dir
+from distill.modeldir import load_model_dir, save_model_dir
 
 
 def _dygraph(in_dir, step: str):

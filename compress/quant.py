@@ -60,7 +60,7 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
     from distill.fsutil import atomic_dir
     from distill.schema import from_dict
     from distill.trainer import train
-    from teachers.base import load_model_dir, save_model_dir
+    from distill.modeldir import load_model_dir, save_model_dir
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -137,7 +137,7 @@ def _ptq_paddle(src_dir: Path, batches, out: Path, algo: str) -> None:
     import paddle
     from paddleslim.quant import quant_post_static
 
-    from teachers.base import load_model_dir
+    from distill.modeldir import load_model_dir
 
     with tempfile.TemporaryDirectory() as work:
         save_program(load_model_dir(src_dir)[0], Path(work) / "model")
@@ -270,7 +270,7 @@ def embedding_int8(in_dir, out_dir, p, ctx) -> dict:
             new = _quant_manifest(manifest, quant, model_file="model.onnx", fmt="onnx")
         elif fmt in ("dygraph", "paddle-inference"):
             if fmt == "dygraph":
-                from teachers.base import load_model_dir
+                from distill.modeldir import load_model_dir
 
                 prefix = Path(work) / "model"
                 save_program(load_model_dir(in_dir)[0], prefix)

@@ -367,7 +367,7 @@ class Distiller:
         if self.out_dir is None:
             self.best_state = {k: v.clone() for k, v in self.student.state_dict().items()}
             return
-        from teachers.base import save_model_dir
+        from distill.modeldir import save_model_dir
         save_model_dir(self.out_dir / "best", self.student, self.tokenizer, self.task,
                        extra={"step": st.global_step, "dev_metrics": st.best_metrics,
                               "main_metric": self.task.main_metric})

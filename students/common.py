@@ -58,7 +58,7 @@ class StudentSpec:
                 f"({total / 1e6:.1f} M with a {vocab_size // 1000}k vocab)")
 
     def build(self, heads, init: str = "scratch", vocab_size: int | None = None, **options):
-        from teachers.base import ModelLoadError
+        from distill.modeldir import ModelLoadError
 
         if init == "pretrained":
             raise ModelLoadError(f"init: pretrained: {self.name} has no pretrained weights; use init: scratch "
@@ -80,7 +80,7 @@ class StudentSpec:
         """Weights of a TinyDistill model directory of this architecture (heads kept where the spec matches)."""
         import paddle
 
-        from teachers.base import ModelLoadError, load_with_matching_heads, read_manifest
+        from distill.modeldir import ModelLoadError, load_with_matching_heads, read_manifest
 
         manifest = read_manifest(path)
         if manifest["format"] != "dygraph" or manifest["arch"] != self.name:

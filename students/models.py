@@ -1,6 +1,6 @@
 """Bi-LSTM and TextCNN student models (imports paddle; registered in students/bilstm.py, students/textcnn.py).
 
-Both obey the output contract of ``teachers/base.py`` and offer ``export_forward(input_ids, token_type_ids,
+Both obey the output contract of ``distill/modeldir.py`` and offer ``export_forward(input_ids, token_type_ids,
 attention_mask)`` -> tuple of logits in ``heads`` order for ``paddle.jit.to_static``.  ``token_type_ids`` is
 accepted and ignored (single-segment models).
 """

@@ -2,7 +2,7 @@
 
 ``TEACHERS`` maps a model name (paddlenlp names such as ``ernie-3.0-tiny-base-v2-zh``, ``ernie-gram-zh``)
 to a builder ``build(heads, init="scratch", vocab_size=None, **options) -> model`` that returns a
-``paddle.nn.Layer`` obeying the output contract in ``teachers/base.py``.
+``paddle.nn.Layer`` obeying the output contract in ``distill/modeldir.py``.
 """
 from distill.registry import Registry
 

@@ -18,9 +18,9 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from distill.modeldir import ModelLoadError, load_state_strict, load_with_matching_heads, read_manifest
 from distill.schema import ConfigError
-from teachers.base import ModelLoadError, load_state_strict, load_with_matching_heads, read_manifest
-from teachers.ernie import ARCHS, family
+from teachers.ernie_archs import ARCHS, family
 from teachers.heads import TaskHeads, default_inputs, extended_mask
 
 # config fields recorded in ``model_config`` (everything that shapes or initialises the encoder)
@@ -60,7 +60,7 @@ def encoder_layer_forward(layer, x, mask):
 
 
 class ErnieForTasks(nn.Layer):
-    """ERNIE-family encoder + ``TaskHeads``; obeys the contract in ``teachers/base.py``.
+    """ERNIE-family encoder + ``TaskHeads``; obeys the contract in ``distill/modeldir.py``.
 
     ``export_forward(input_ids, token_type_ids, attention_mask)`` -> tuple of logits in ``self.heads``
     order; that is the function to wrap with ``paddle.jit.to_static`` (no Python control flow on tensors).
@@ -155,7 +155,7 @@ def _build(name: str, heads, config, model_config: dict) -> ErnieForTasks:
 
 
 def build_ernie(name: str, heads, init: str = "scratch", vocab_size: int | None = None, **options):
-    """Builder behind every registered ERNIE name (see ``teachers/base.py`` for ``init`` and ``vocab_size``)."""
+    """Builder behind every registered ERNIE name (see ``distill/modeldir.py`` for ``init`` and ``vocab_size``)."""
     if init == "scratch":
         if vocab_size is not None:
             options = {**options, "vocab_size": int(vocab_size)}
