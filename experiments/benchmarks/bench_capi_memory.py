@@ -26,7 +26,7 @@ TEXT = "播放周杰伦的稻香然后导航到北京西站"
 
 
 def worker(runtime: str, model_dir: str, runs: int) -> dict:
-    from compress.bench import _time, peak_rss_kib  # light: neither numpy nor onnxruntime
+    from compress.bench import peak_rss_kib, time_ms  # light: neither numpy nor onnxruntime
 
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -34,7 +34,7 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
         from compress.predictor import Predictor
 
         predictor = Predictor.from_dir(model_dir, backend="onnxruntime", threads=1)
-        p50 = _time(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))),
+        p50 = time_ms(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))),
                     runs, 20)["p50"]
     else:
         from array import array
@@ -59,7 +59,7 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
                     "attention_mask": (array("q", [1] * n), [1, n])}
             return session.run(feed)
 
-        p50 = _time(run, runs, 20)["p50"]
+        p50 = time_ms(run, runs, 20)["p50"]
     return {"runtime": runtime, "model_dir": str(model_dir), "p50_ms": p50, "peak_rss_mib": peak_rss_kib() / 1024.0,
             "numpy_imported": "numpy" in sys.modules}
 
