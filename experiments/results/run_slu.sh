@@ -16,7 +16,9 @@ data=${1:-../shared/data}
 td() { python -m experiments.cli "$@"; }
 td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-2 \
     --set distill.threads=1
-td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1
+# seeds 1-3 of no KD and logits KD, seed 1 of logits + hidden-state KD (cells 0-6; add 7-8 for its seeds 2-3)
+td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1 \
+    --cells 0-6
 td sweep experiments/configs/slu_assistants.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1
 python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers
 td report runs/slu-assistants --plots
