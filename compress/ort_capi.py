@@ -20,6 +20,8 @@ import sys
 from array import array
 from pathlib import Path
 
+from compress.text_predictor import TextPredictor
+
 # The OrtApi version these bindings were written against (checked against onnxruntime_c_api.h of ONNX Runtime
 # 1.22, whose ORT_API_VERSION is 22).  The function table is append-only, so a newer library serves this version
 # with the same indices; an older one returns NULL for it, and loading fails with a clear error.
@@ -261,9 +263,10 @@ class CSession:
         return out, shape
 
 
-class CPredictor:
-    """Text -> decoded dict on ``CSession``: the same tokenizer, task encoding and decoding as
-    ``compress.predictor.Predictor``, but nothing in the process imports numpy or the onnxruntime package."""
+class CPredictor(TextPredictor):
+    """Text -> decoded dict on ``CSession``: the same tokenizer, task encoding and decoding (and the same loop,
+    ``TextPredictor``) as ``compress.predictor.Predictor``, but nothing in the process imports numpy or the
+    onnxruntime package."""
 
     runtime = "onnxruntime-c"
 
@@ -299,11 +302,6 @@ class CPredictor:
         marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 
-    def examples(self, texts) -> list:
-        from tasks.base import Example
-
-        return [t if isinstance(t, Example) else Example(text=str(t)) for t in texts]
-
     def encode(self, examples) -> list:
         return [self.task.encode(ex, self.tokenizer) for ex in examples]
 
@@ -323,44 +321,21 @@ class CPredictor:
         outputs = self.session.run(feed)
         return {h["name"]: out for h, out in zip(self.heads, outputs)}
 
-    def predict(self, texts, batch_size: int = 32) -> list[dict]:
-        examples = self.examples(texts)
-        results = []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            encoded = self.encode(chunk)
-            raw = self.logits(self.collate(encoded))
-            for i, (ex, enc) in enumerate(zip(chunk, encoded)):
-                one = {}
-                for head in self.heads:
-                    data, shape = raw[head["name"]]
-                    if head["kind"] == "token":  # [B, L, C] -> this example's real tokens, one row each
-                        length, classes = shape[1], shape[2]
-                        base = i * length * classes
-                        one[head["name"]] = [data[base + t * classes: base + (t + 1) * classes]
-                                             for t in range(len(enc.input_ids))]
-                    else:  # [B, C]
-                        one[head["name"]] = data[i * shape[1]:(i + 1) * shape[1]]
-                results.append(self.task.decode(ex, one, enc))
-        return results
+    def decode(self, example, logits: dict, encoded) -> dict:
+        return self.task.decode(example, logits, encoded)
 
-    def evaluate(self, examples, batch_size: int = 64) -> dict:
-        """Dev metrics through the task's (numpy) metric code: for ``tinydistill evaluate --backend
-        onnxruntime-c``, not for the deployed process, which never calls this."""
+    def row(self, output, head: dict, i: int, n_tokens: int):
+        data, shape = output
+        if head["kind"] == "token":  # [B, L, C] -> this example's real tokens, one row each
+            length, classes = shape[1], shape[2]
+            base = i * length * classes
+            return [data[base + t * classes: base + (t + 1) * classes] for t in range(n_tokens)]
+        return data[i * shape[1]:(i + 1) * shape[1]]  # [B, C]
+
+    def as_array(self, output):
+        """For ``tinydistill evaluate --backend onnxruntime-c`` (the task's metric code is numpy's), not for the
+        deployed process, which never calls this."""
         import numpy as np
 
-        encoded = self.encode(self.examples(examples))
-        parts: dict = {h["name"]: [] for h in self.heads}
-        for start in range(0, len(encoded), batch_size):
-            raw = self.logits(self.collate(encoded[start:start + batch_size]))
-            for head in self.heads:
-                data, shape = raw[head["name"]]
-                parts[head["name"]].append(np.frombuffer(data, dtype=np.float32).reshape(shape))
-        merged = {}
-        for head in self.heads:
-            chunks = parts[head["name"]]
-            if head["kind"] == "token":
-                length = max(c.shape[1] for c in chunks)
-                chunks = [np.pad(c, ((0, 0), (0, length - c.shape[1]), (0, 0))) for c in chunks]
-            merged[head["name"]] = np.concatenate(chunks, 0)
-        return self.task.compute_metrics(merged, encoded)
+        data, shape = output
+        return np.frombuffer(data, dtype=np.float32).reshape(shape)

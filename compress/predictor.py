@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from compress.common import build_task, json_default, max_seq_length, read_manifest, runtime_of
 from compress.runtimes import as_heads, open_session
+from compress.text_predictor import TextPredictor
 
 
-class Predictor:
+class Predictor(TextPredictor):
+    """The predictor of every runtime on numpy arrays (the loop itself is ``TextPredictor``'s)."""
+
     def __init__(self, model_dir: Path, manifest: dict, session, tokenizer, task):
         self.model_dir, self.manifest, self.session = Path(model_dir), manifest, session
         self.tokenizer, self.task = tokenizer, task
@@ -49,19 +52,6 @@ class Predictor:
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 
     # -- pieces ---------------------------------------------------------------------------------
-    def examples(self, texts: Iterable) -> list:
-        from tasks.base import Example
-
-        out = []
-        for t in texts:
-            if isinstance(t, Example):
-                out.append(t)
-            elif isinstance(t, (tuple, list)):
-                out.append(Example(text=t[0], text_pair=t[1] if len(t) > 1 else None))
-            else:
-                out.append(Example(text=str(t)))
-        return out
-
     def encode(self, examples: Sequence) -> list:
         if self.task is not None:
             return [self.task.encode(ex, self.tokenizer) for ex in examples]
@@ -99,43 +89,8 @@ class Predictor:
                 out[head["name"]] = [head["labels"][int(i)] for i in ids]
         return out
 
-    # -- end to end -----------------------------------------------------------------------------
-    def predict(self, texts: Iterable, batch_size: int = 32) -> list[dict]:
-        """Texts (or ``(text, pair)`` tuples, or ``Example``s) -> decoded dicts, in order."""
-        examples = self.examples(texts)
-        results = []
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            encoded = self.encode(chunk)
-            logits = self.logits(self.collate(encoded))
-            for i, (ex, enc) in enumerate(zip(chunk, encoded)):
-                one = {}
-                for head in self.heads:
-                    z = logits[head["name"]][i]
-                    one[head["name"]] = z[: len(enc.input_ids)] if head["kind"] == "token" else z
-                results.append(self.decode(ex, one, enc))
-        return results
-
-    def all_logits(self, examples: Sequence, batch_size: int = 64) -> tuple[dict[str, np.ndarray], list]:
-        """Logits of every example (token heads padded to the longest example) and the encodings."""
-        encoded = self.encode(examples)
-        chunks = []
-        for start in range(0, len(encoded), batch_size):
-            chunks.append(self.logits(self.collate(encoded[start:start + batch_size])))
-        merged = {}
-        for head in self.heads:
-            parts = [c[head["name"]] for c in chunks]
-            if head["kind"] == "token":
-                length = max(p.shape[1] for p in parts)
-                parts = [np.pad(p, ((0, 0), (0, length - p.shape[1]), (0, 0))) for p in parts]
-            merged[head["name"]] = np.concatenate(parts, 0)
-        return merged, encoded
-
-    def evaluate(self, examples: Sequence, batch_size: int = 64) -> dict[str, float]:
-        if self.task is None:
-            raise ValueError(f"{self.model_dir}: no task recorded in the manifest; pass task=NAME")
-        logits, encoded = self.all_logits(examples, batch_size)
-        return self.task.compute_metrics(logits, encoded)
+    def row(self, output: np.ndarray, head: dict, i: int, n_tokens: int) -> np.ndarray:
+        return output[i][:n_tokens] if head["kind"] == "token" else output[i]
 
 
 class _NoHeads:
