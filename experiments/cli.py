@@ -22,7 +22,7 @@ HANDLERS = {
     "search": "experiments.search:cli_search",
     "report": "experiments.report:cli_report",
     "evaluate": "experiments.protocol:cli_evaluate",
-    "predict": "compress.common:cli_predict",
+    "predict": "compress.predictors:cli_predict",
     "bench": "compress.bench:cli_bench",
     "serve": "compress.serve:cli_serve",
     "data": "tasks.datasets:cli_data",
@@ -243,7 +243,7 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from tasks.base import DataError
 
     errors: list[type[BaseException]] = [RegistryError, ConfigError, DataError, FileNotFoundError, UsageError]
-    for spec in ("teachers.base:ModelLoadError", "tasks.datasets:DownloadError", "compress.common:ExportError",
+    for spec in ("distill.modeldir:ModelLoadError", "tasks.datasets:DownloadError", "compress.common:ExportError",
                  "compress.bench:BenchError", "experiments.runner:CheckpointError"):
         module, attr = spec.split(":")
         mod = sys.modules.get(module)
