@@ -251,6 +251,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "slu_compression"))
+    ap.add_argument("--reuse-measurements", action="store_true",
+                    help="take the first seed's accuracy, latency, memory and size from the previous <out>.json and "
+                         "recompute only the seed statistics (after more seeds finished)")
     ap.add_argument("--teachers-run", default="runs/results-slu-teachers",
                     help="the experiment directory of the teacher's members (results_slu_teachers.yaml)")
     args = ap.parse_args()
@@ -297,46 +300,59 @@ def main() -> int:
     dirs = [d for _, d, _ in rows]
     backends = [b for _, _, b in rows]
 
-    # accuracy of every directory on the same dev split (a directory's outputs do not depend on the runtime
-    # that runs it: the onnxruntime-c predictor equals the Python one, tested)
-    accuracy = {}
-    for label, d, _ in rows:
-        if str(d) in accuracy:
-            continue
-        p = Predictor.from_dir(d, threads=1, data_dir=args.data_dir)
-        m = p.evaluate(p.task.load("dev"))
-        accuracy[str(d)] = {k: float(v) for k, v in m.items()}
-        print(f"dev {label}: {m.get('sentence_accuracy'):.2f}", flush=True)
+    measured_at = None
+    if args.reuse_measurements:
+        # the first seed's directories are fixed once their runs finished: their dev accuracy, latency, memory
+        # and size come from the previous run of this script; only what more seeds change is recomputed
+        prev = json.loads(Path(args.out).with_suffix(".json").read_text())
+        if [r["model"] for r in prev["rows"]] != [label for label, _, _ in rows]:
+            raise SystemExit(f"{args.out}.json: its rows are not this table's; run without --reuse-measurements")
+        keep = ("model", "dir", "runtime", "precision", "sentence_accuracy", "intent_accuracy", "slot_f1",
+                "cpu_e2e_p50_ms", "cpu_e2e_p50_ms_per_round", "e2e_p50_ms", "model_p50_ms", "peak_rss_mib",
+                "size_mb", "e2e_p50_ms_per_round")
+        table = [{k: r[k] for k in keep if k in r} for r in prev["rows"]]
+        rounds, measured_at = prev["rounds"], prev["env"]
+    else:
+        # accuracy of every directory on the same dev split (a directory's outputs do not depend on the runtime
+        # that runs it: the onnxruntime-c predictor equals the Python one, tested)
+        accuracy = {}
+        for label, d, _ in rows:
+            if str(d) in accuracy:
+                continue
+            p = Predictor.from_dir(d, threads=1, data_dir=args.data_dir)
+            m = p.evaluate(p.task.load("dev"))
+            accuracy[str(d)] = {k: float(v) for k, v in m.items()}
+            print(f"dev {label}: {m.get('sentence_accuracy'):.2f}", flush=True)
 
-    rounds = []
-    for r in range(args.rounds):
-        order = list(range(len(dirs))) if r % 2 == 0 else list(reversed(range(len(dirs))))
-        load = os.getloadavg()[0]
-        by = {}
-        for i in order:  # every directory on the runtime its row names, in a fresh process
-            by[i] = bench_dirs([dirs[i]], backend=backends[i], batch_size=1, seq_len=16, threads=1, runs=args.runs,
-                               warmup=args.warmup, throughput_batches=(), log=lambda m: print(m, flush=True))[0]
-        rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
-                       "results": [by[i] for i in range(len(dirs))]})
+        rounds = []
+        for r in range(args.rounds):
+            order = list(range(len(dirs))) if r % 2 == 0 else list(reversed(range(len(dirs))))
+            load = os.getloadavg()[0]
+            by = {}
+            for i in order:  # every directory on the runtime its row names, in a fresh process
+                by[i] = bench_dirs([dirs[i]], backend=backends[i], batch_size=1, seq_len=16, threads=1, runs=args.runs,
+                                   warmup=args.warmup, throughput_batches=(), log=lambda m: print(m, flush=True))[0]
+            rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
+                           "results": [by[i] for i in range(len(dirs))]})
 
-    cpu = cpu_latencies(dirs, args.runs, args.warmup, args.rounds, backends)
+        cpu = cpu_latencies(dirs, args.runs, args.warmup, args.rounds, backends)
 
-    def avg(i, key, sub=None):
-        vals = [rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds]
-        return sum(vals) / len(vals)
+        def avg(i, key, sub=None):
+            vals = [rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds]
+            return sum(vals) / len(vals)
 
-    table = []
-    for i, (label, d, _) in enumerate(rows):
-        r0 = rounds[0]["results"][i]
-        table.append({"model": label, "dir": str(d), "runtime": r0["runtime"], "precision": r0["precision"],
-                      "sentence_accuracy": accuracy[str(d)]["sentence_accuracy"],
-                      "intent_accuracy": accuracy[str(d)].get("intent_accuracy"),
-                      "slot_f1": accuracy[str(d)].get("slot_f1"),
-                      "cpu_e2e_p50_ms": sum(c["cpu_p50"] for c in cpu[i]) / len(cpu[i]),
-                      "cpu_e2e_p50_ms_per_round": [c["cpu_p50"] for c in cpu[i]],
-                      "e2e_p50_ms": avg(i, "e2e_ms", "p50"), "model_p50_ms": avg(i, "model_ms", "p50"),
-                      "peak_rss_mib": avg(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
-                      "e2e_p50_ms_per_round": [rd["results"][i]["e2e_ms"]["p50"] for rd in rounds]})
+        table = []
+        for i, (label, d, _) in enumerate(rows):
+            r0 = rounds[0]["results"][i]
+            table.append({"model": label, "dir": str(d), "runtime": r0["runtime"], "precision": r0["precision"],
+                          "sentence_accuracy": accuracy[str(d)]["sentence_accuracy"],
+                          "intent_accuracy": accuracy[str(d)].get("intent_accuracy"),
+                          "slot_f1": accuracy[str(d)].get("slot_f1"),
+                          "cpu_e2e_p50_ms": sum(c["cpu_p50"] for c in cpu[i]) / len(cpu[i]),
+                          "cpu_e2e_p50_ms_per_round": [c["cpu_p50"] for c in cpu[i]],
+                          "e2e_p50_ms": avg(i, "e2e_ms", "p50"), "model_p50_ms": avg(i, "model_ms", "p50"),
+                          "peak_rss_mib": avg(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
+                          "e2e_p50_ms_per_round": [rd["results"][i]["e2e_ms"]["p50"] for rd in rounds]})
 
     def vs(a, b):
         return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"], "e2e_speedup": a["cpu_e2e_p50_ms"] / b["cpu_e2e_p50_ms"],
@@ -395,6 +411,8 @@ def main() -> int:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)",
            "run_seconds": round(time.time() - t_start, 1), "command": cmd,
            "load1": [(rd["load1_before"], rd["load1_after"]) for rd in rounds]}
+    if measured_at is not None:  # the latency/memory/size figures are those of the earlier run
+        env = {**measured_at, "seed_statistics_updated": env["date"], "update_command": cmd}
 
     def fmt_ratio(row, key):
         v = row["vs_fp32_nano"]
@@ -485,10 +503,11 @@ def main() -> int:
               training_note(exp),
               f"Load average (1 min) before/after each round: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
-              f"Command: `{cmd}` (after `tinydistill sweep experiments/configs/results_slu.yaml --jobs 2 "
-              f"--data-dir ../shared/data --out runs`)  ",
+              f"Command: `{env['command']}` (after `bash experiments/results/run_slu.sh`, which runs the sweeps)  ",
               f"Date: {env['date']}; run time {env['run_seconds']} s (exports, evaluation, benchmarks); machine: "
-              f"{env['machine']}.", "",
+              f"{env['machine']}."
+              + (f" Seed statistics updated {env['seed_statistics_updated']} with `{env['update_command']}` "
+                 "(the first seed's measurements above kept)." if "seed_statistics_updated" in env else ""), "",
               "Sweep run time by stage (2 runs in parallel, same machine, under heavy load from other jobs): "
               + ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items()) + "."]
     md = "\n".join(lines) + "\n"
