@@ -115,7 +115,8 @@ def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
 def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
-    from compress.common import deploy_size_bytes, open_predictor, read_manifest, rss_kib, runtime_of
+    from compress.common import deploy_size_bytes, read_manifest, rss_kib, runtime_of
+    from compress.predictors import open_predictor
 
     runtime = runtime_of(read_manifest(model_dir), backend)
     if runtime == "onnxruntime-c":

@@ -13,7 +13,6 @@ towards the deployable size.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -57,39 +56,6 @@ def runtime_of(manifest: dict, backend: str | None = None) -> str:
     return runtime
 
 
-def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kwargs):
-    """``Predictor.from_dir``, or the numpy-free ``CPredictor`` for the ``onnxruntime-c`` backend (chosen before
-    anything imports numpy, so that process stays small)."""
-    from distill.modeldir import ModelLoadError
-
-    try:
-        if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
-            from compress.ort_capi import CPredictor
-
-            return CPredictor.from_dir(model_dir, threads=threads, **kwargs)
-        from compress.predictor import Predictor
-
-        return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
-    except (ModelLoadError, FileNotFoundError, ValueError) as exc:
-        if type(exc) is not ValueError:  # ConfigError, DataError, ModelLoadError: already one clear line
-            raise
-        if "paddle.load" in str(exc):  # paddle's "can not parse the file"
-            raise _damaged(model_dir, exc) from exc
-        raise ModelLoadError(str(exc) if str(model_dir) in str(exc) else f"{model_dir}: {exc}") from exc
-    except (ImportError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types for unreadable model files
-        raise _damaged(model_dir, exc) from exc
-
-
-def _damaged(model_dir, exc: BaseException) -> Exception:
-    from distill.modeldir import ModelLoadError
-
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ModelLoadError(f"{model_dir}: model files are damaged or incomplete ({first}); re-export it or re-run "
-                          "the stage that wrote it")
-
-
 def rss_kib() -> float:
     """Current resident set size of this process in KiB (``VmRSS``; NaN where /proc is missing)."""
     try:
@@ -100,28 +66,6 @@ def rss_kib() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def cli_predict(args) -> int:
-    """``tinydistill predict``: decoded JSON per text.  Lives here, not in ``compress.predictor`` (which imports
-    numpy), so that ``--backend onnxruntime-c`` runs in a process without numpy or paddle."""
-    if args.backend == "onnxruntime-c":
-        from compress.ort_capi import lean_process
-
-        lean_process()
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
-    for text, result in zip(args.texts, predictor.predict(args.texts)):
-        print(json.dumps({"text": text, **result}, ensure_ascii=False, default=_plain))
-    return 0
-
-
-def _plain(obj: Any) -> Any:
-    for attr in ("item", "tolist"):  # numpy scalars and arrays (Python predictor)
-        if hasattr(obj, attr):
-            return getattr(obj, attr)()
-    if hasattr(obj, "__dict__"):
-        return obj.__dict__
-    raise TypeError(type(obj).__name__)
 
 
 def deploy_size_bytes(model_dir: str | os.PathLike) -> int:
@@ -181,7 +125,3 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, "__dict__"):
         return obj.__dict__
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, indent=2, default=json_default)

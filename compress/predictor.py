@@ -100,34 +100,6 @@ class _NoHeads:
         return []
 
 
-# -- command line -------------------------------------------------------------------------------------
-def cli_predict(args) -> int:
-    from compress.common import cli_predict as _cli_predict
-
-    return _cli_predict(args)
-
-
-def cli_evaluate(args) -> int:
-    from compress.common import open_predictor
-
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,
-                               data_dir=args.data_dir)
-    if predictor.task is None:
-        raise ValueError(f"{args.model_dir}: the manifest records no task; pass --task NAME")
-    examples = predictor.task.load_file(args.file) if args.file else predictor.task.load("dev")
-    if not examples:
-        from tasks.base import DataError
-
-        raise DataError(args.file or f"{predictor.task.name} dev split", None,
-                        "no examples to evaluate (empty file?)")
-    metrics = predictor.evaluate(examples, batch_size=args.batch_size)
-    print(json.dumps({"model_dir": str(args.model_dir), "runtime": predictor.runtime, "task": predictor.task.name,
-                      "examples": len(examples), "metrics": metrics}, ensure_ascii=False, indent=2,
-                     default=json_default))
-    return 0
-
-
-
 if __name__ == "__main__":  # pragma: no cover - used by the "does not import paddle" check
     p = Predictor.from_dir(sys.argv[1], backend=sys.argv[2] if len(sys.argv) > 2 else None)
     print(json.dumps(p.predict(sys.argv[3:] or ["你好"]), ensure_ascii=False, default=json_default))

@@ -51,7 +51,8 @@ class Service:
                  max_batch: int = 32, batch_window_ms: float = 2.0, max_texts: int = 64,
                  max_text_chars: int = 512, max_body_bytes: int = 1 << 20, timeout_s: float = 30.0,
                  data_dir: str | None = None):
-        from compress.common import open_predictor, read_manifest
+        from compress.common import read_manifest
+        from compress.predictors import open_predictor
 
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)

@@ -22,7 +22,7 @@ HANDLERS = {
     "search": "experiments.search:cli_search",
     "report": "experiments.report:cli_report",
     "evaluate": "experiments.protocol:cli_evaluate",
-    "predict": "compress.common:cli_predict",
+    "predict": "compress.predictors:cli_predict",
     "bench": "compress.bench:cli_bench",
     "serve": "compress.serve:cli_serve",
     "data": "tasks.datasets:cli_data",

@@ -123,12 +123,12 @@ def cli_evaluate(args) -> int:
 
     args = evaluate_args(args)  # a multi-task model directory with --task: that task's view of it
     if not getattr(args, "test_file", None) and not getattr(args, "dedup", False):
-        from compress.predictor import cli_evaluate as plain
+        from compress.predictors import cli_evaluate as plain
 
         return plain(args)
     import json
 
-    from compress.common import open_predictor
+    from compress.predictors import open_predictor
     from tasks.overlap import seen_texts, unseen
 
     predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,

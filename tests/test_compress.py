@@ -145,7 +145,7 @@ def test_onnxruntime_predictor_does_not_import_paddle(trained, tmp_path, data_di
 def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path, data_dir):
     """The onnxruntime-c backend (ctypes over libonnxruntime, compress/ort_capi.py) decodes exactly like the
     Python ONNX Runtime predictor, and its process imports neither numpy nor paddle nor onnxruntime."""
-    from compress.common import open_predictor
+    from compress.predictors import open_predictor
     from compress.export import export
 
     export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
@@ -157,7 +157,7 @@ def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path
     assert [g["intent"] for g in got] == [e["intent"] for e in expected]
     assert [g["slots"] for g in got] == [e["slots"] for e in expected]
     assert all(abs(g["confidence"] - e["confidence"]) < 1e-5 for g, e in zip(got, expected))
-    code = ("import sys, json; from compress.common import open_predictor; "
+    code = ("import sys, json; from compress.predictors import open_predictor; "
             f"p = open_predictor({str(tmp_path / 'onnx')!r}, backend='onnxruntime-c', data_dir={str(data_dir)!r}); "
             f"print(json.dumps(p.predict({texts!r}), ensure_ascii=False)); "
             "print(sorted(m for m in ('numpy', 'paddle', 'onnxruntime') if m in sys.modules))")
@@ -399,7 +399,7 @@ def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch)
 def test_lean_predictor_equals_python_predictor_on_dev(int4_exports, data_dir):
     """onnxruntime-c (ctypes, pure-Python WordPiece, INT4 expanded in pure Python) decodes every dev example like
     the Python ONNX Runtime predictor (HF tokenizers, numpy) on the same directory."""
-    from compress.common import open_predictor
+    from compress.predictors import open_predictor
 
     out, _ = int4_exports
     lean = open_predictor(out / "onnx-int4", backend="onnxruntime-c", data_dir=str(data_dir))

@@ -83,7 +83,7 @@ def server(onnx_dir):
 
 
 def test_serve_good_and_bad_requests_and_stop(server, onnx_dir, data_dir):
-    from compress.common import open_predictor
+    from compress.predictors import open_predictor
 
     proc, port = server
     status, health = _request(port, "GET", "/health")
