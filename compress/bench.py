@@ -91,15 +91,15 @@ def peak_rss_kib() -> float:
 
 
 def load_runtime_library(runtime: str) -> None:
-    """Import/load what a runtime needs before any model (for the memory breakdown)."""
-    if runtime == "onnxruntime-c":
-        from compress.ort_capi import api
+    """Import/load what a runtime needs before any model (its ``preload`` meta; for the memory breakdown)."""
+    import importlib
 
-        api()
-    elif runtime == "onnxruntime":
-        import onnxruntime  # noqa: F401  (imports numpy)
-    elif runtime in ("paddle-inference", "paddle"):
-        import paddle.inference  # noqa: F401
+    from compress import RUNTIMES
+
+    module, _, func = RUNTIMES.entry(runtime).meta["preload"].partition(":")
+    loaded = importlib.import_module(module)
+    if func:
+        getattr(loaded, func)()
 
 
 def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
@@ -112,22 +112,23 @@ def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
     return out
 
 
-def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
+def measure(model_dir: str, runtime: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
+    from compress import RUNTIMES
     from compress.common import deploy_size_bytes, read_manifest, rss_kib, runtime_of
     from compress.predictors import open_predictor
 
-    runtime = runtime_of(read_manifest(model_dir), backend)
-    if runtime == "onnxruntime-c":
+    runtime = runtime_of(read_manifest(model_dir), runtime)
+    if RUNTIMES.entry(runtime).meta.get("lean"):
         from compress.ort_capi import lean_process
 
-        lean_process()  # as `tinydistill predict --backend onnxruntime-c` does
+        lean_process()  # as `tinydistill predict --runtime onnxruntime-c` does
     marks = [("interpreter", rss_kib())]
     load_runtime_library(runtime)
     marks.append(("runtime library", rss_kib()))
     t0 = time.perf_counter()
-    predictor = open_predictor(model_dir, backend=backend, threads=threads, rss_marks=marks)
+    predictor = open_predictor(model_dir, runtime=runtime, threads=threads, rss_marks=marks)
     load_s = time.perf_counter() - t0
     texts = texts_of_length(predictor, seq_len, max([batch_size] + throughput_batches))
     batch = texts[:batch_size]
@@ -155,14 +156,18 @@ def measure(model_dir: str, backend: str | None, batch_size: int, seq_len: int, 
     }
 
 
-def bench_dirs(model_dirs, backend=None, batch_size=1, seq_len=16, threads=1, runs=200, warmup=20,
-               throughput_batches=(8, 32), log=None) -> list[dict]:
-    """Measure every directory in a fresh subprocess; returns one record per directory."""
+def bench_dirs(model_dirs, runtime=None, batch_size=1, seq_len=16, threads=1, runs=200, warmup=20,
+               throughput_batches=(8, 32), log=None, *, backend=None) -> list[dict]:
+    """Measure every directory in a fresh subprocess; returns one record per directory.  ``runtime``: one for
+    every directory (``backend``: its deprecated old name)."""
+    from compress.common import runtime_or_backend
+
+    runtime = runtime_or_backend(runtime, backend)
     import subprocess  # here: the worker process (this module) stays as small as a predictor process
 
     results = []
     for d in model_dirs:
-        cmd = [sys.executable, "-m", "compress.bench", "--worker", str(d), "--backend", backend or "",
+        cmd = [sys.executable, "-m", "compress.bench", "--worker", str(d), "--runtime", runtime or "",
                "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--threads", str(threads),
                "--runs", str(runs), "--warmup", str(warmup),
                "--throughput-batches", ",".join(str(b) for b in throughput_batches)]
@@ -229,9 +234,11 @@ def cli_bench(args) -> int:
         from compress.common import read_manifest
 
         read_manifest(d)  # a clear error before any subprocess runs
-    results = bench_dirs(args.model_dirs, backend=args.backend, batch_size=args.batch_size, seq_len=args.seq_len,
+    from distill.logs import progress
+
+    results = bench_dirs(args.model_dirs, runtime=args.runtime, batch_size=args.batch_size, seq_len=args.seq_len,
                          threads=args.threads, runs=args.runs, warmup=getattr(args, "warmup", 20),
-                         throughput_batches=batches, log=lambda m: print(m, file=sys.stderr))
+                         throughput_batches=batches, log=progress)
     print(format_table(results))
     if args.json:
         from distill.fsutil import write_json
@@ -245,7 +252,7 @@ def _worker(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser()
     p.add_argument("--worker", required=True)
-    p.add_argument("--backend", default="")
+    p.add_argument("--runtime", default="")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
@@ -254,7 +261,7 @@ def _worker(argv: list[str]) -> int:
     p.add_argument("--throughput-batches", default="8,32")
     a = p.parse_args(argv)
     batches = [int(b) for b in a.throughput_batches.split(",") if b.strip()]
-    result = measure(a.worker, a.backend or None, a.batch_size, a.seq_len, a.threads, a.runs, a.warmup, batches)
+    result = measure(a.worker, a.runtime or None, a.batch_size, a.seq_len, a.threads, a.runs, a.warmup, batches)
     print("BENCH_RESULT " + json.dumps(result))
     return 0
 

@@ -1,6 +1,7 @@
 """Small shared pieces of the compression stage (no paddle/onnxruntime import at module level).
 
-Model directory formats and the runtime that runs each one::
+Model directory formats and the runtime that runs each one by default (``compress.FORMATS`` records it;
+``compress.RUNTIMES`` which others can: ``onnxruntime-c`` runs ONNX directories too)::
 
     dygraph           manifest + model_state.pdparams           -> runtime "paddle"
     paddle-inference  manifest + model.pdmodel/model.pdiparams  -> runtime "paddle-inference"
@@ -18,11 +19,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-FORMAT_RUNTIME = {"dygraph": "paddle", "paddle-inference": "paddle-inference", "onnx": "onnxruntime",
-                  "ort": "onnxruntime"}
-RUNTIME_ALIASES = {"paddle": "paddle", "dygraph": "paddle", "paddle-inference": "paddle-inference",
-                   "onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnx": "onnxruntime",
-                   "onnxruntime-c": "onnxruntime-c"}
 SOURCE_DIR = "source"
 REPORT = "report.json"
 NOT_DEPLOYED = (SOURCE_DIR, REPORT)
@@ -39,21 +35,48 @@ def read_manifest(model_dir: str | os.PathLike) -> dict:
     return _read(model_dir)
 
 
-def runtime_of(manifest: dict, backend: str | None = None) -> str:
-    fmt = manifest["format"]
-    if fmt not in FORMAT_RUNTIME:
-        raise ValueError(f"unknown model format {fmt!r} in the manifest (known: {', '.join(FORMAT_RUNTIME)})")
-    if backend is None:
-        return FORMAT_RUNTIME[fmt]
-    if backend not in RUNTIME_ALIASES:
-        raise ValueError(f"unknown runtime backend {backend!r} (known: {', '.join(sorted(RUNTIME_ALIASES))})")
-    runtime = RUNTIME_ALIASES[backend]
-    # the C API runtime runs what the Python onnxruntime runs; every other runtime runs its own format only
-    if runtime.removesuffix("-c") != FORMAT_RUNTIME[fmt]:
-        fitting = sorted({r for r in RUNTIME_ALIASES.values() if r.removesuffix("-c") == FORMAT_RUNTIME[fmt]})
-        raise ValueError(f"runtime {runtime!r} cannot run model directories of format {fmt!r} "
+def default_runtimes() -> dict[str, str]:
+    """Manifest format -> the runtime that runs it by default, from the export formats' metadata."""
+    from compress import FORMATS
+
+    out: dict[str, str] = {}
+    for entry in FORMATS.entries():
+        out.setdefault(entry.meta["format"], entry.meta["runtime"])
+    return out
+
+
+def runtime_of(manifest: dict, runtime: str | None = None) -> str:
+    """The runtime (a ``RUNTIMES`` name) that runs a directory with this manifest: ``runtime`` (or an alias of
+    one) if it can, else a ``ValueError`` naming the ones that can; the format's default if ``None``."""
+    from compress import RUNTIMES
+    from distill.registry import RegistryError
+
+    fmt, defaults = manifest["format"], default_runtimes()
+    if fmt not in defaults:
+        raise ValueError(f"unknown model format {fmt!r} in the manifest (known: {', '.join(defaults)})")
+    if runtime is None:
+        return defaults[fmt]
+    try:
+        name = RUNTIMES.canonical(runtime)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    if fmt not in RUNTIMES.entry(name).meta["formats"]:
+        fitting = [e.name for e in RUNTIMES.entries() if fmt in e.meta["formats"]]
+        raise ValueError(f"runtime {name!r} cannot run model directories of format {fmt!r} "
                          f"(use {' or '.join(fitting)}, or export it first)")
-    return runtime
+    return name
+
+
+def runtime_or_backend(runtime: str | None, backend: str | None) -> str | None:
+    """``runtime``, or the deprecated ``backend`` keyword it replaced (one release)."""
+    if backend is None:
+        return runtime
+    import warnings
+
+    warnings.warn("the 'backend' keyword is deprecated; pass runtime=", DeprecationWarning, stacklevel=3)
+    if runtime is not None and runtime != backend:
+        raise ValueError(f"runtime={runtime!r} and backend={backend!r} disagree; pass runtime only")
+    return backend
 
 
 def rss_kib() -> float:

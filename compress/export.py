@@ -7,7 +7,7 @@ and the export on the same inputs and only then renames it into place:
 * anything quantised (INT8, INT4): the dev main metric must be within ``tolerance`` points (default 0.5) of
   the source's, and every output finite.  A failed check raises ``ExportError``; nothing is written at ``out_dir``.
 
-The builders (``build_*``) are what the ``BACKENDS`` registry entries (``compress/backends.py``) point to.
+The builders (``build_*``) are what the ``FORMATS`` registry entries (``compress/formats.py``) point to.
 """
 from __future__ import annotations
 
@@ -286,14 +286,14 @@ def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = A
 # -- entry point --------------------------------------------------------------------------------------
 def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: float = 0.5, atol: float = ATOL,
            data_dir: str | None = None, max_check_examples: int | None = None, **params) -> dict:
-    """Export ``model_dir`` with backend ``backend`` (a ``BACKENDS`` name) to ``out_dir``; returns the report."""
-    from compress import BACKENDS
+    """Export ``model_dir`` in export format ``backend`` (a ``FORMATS`` name) to ``out_dir``; returns the report."""
+    from compress import FORMATS
     from distill.fsutil import atomic_dir, write_json
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    entry = BACKENDS.entry(backend)
+    entry = FORMATS.entry(backend)
     if not entry.meta.get("builder"):
-        raise ExportError(f"backend {entry.name!r} needs no export: it runs {entry.meta['format']} model "
+        raise ExportError(f"export format {entry.name!r} needs no export: it runs {entry.meta['format']} model "
                           "directories as they are")
     manifest = read_manifest(model_dir)
     module, func = entry.meta["builder"].split(":")

@@ -9,7 +9,7 @@ needs neither numpy nor the pybind module.  Measured on the nano SLU models of
 
 Only what inference needs is bound: a session on a model file, int64 inputs, float32 outputs, as ``array``
 buffers with a shape.  ``CPredictor`` is the end-to-end predictor on it (task encode/decode are pure Python):
-``tinydistill predict|bench DIR --backend onnxruntime-c``.
+``tinydistill predict|bench DIR --runtime onnxruntime-c``.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ _INT64, _FLOAT = 7, 1  # ONNXTensorElementDataType
 
 
 def lean_process() -> None:
-    """For a process that exists to run the lean predictor (``tinydistill predict --backend onnxruntime-c``, its
+    """For a process that exists to run the lean predictor (``tinydistill predict --runtime onnxruntime-c``, its
     bench worker): let ``hashlib`` fall back to Python's built-in hashes instead of loading OpenSSL's libcrypto
     (3.7 MiB RSS).  The task modules import ``hashlib`` (split seeds, download checksums); a predictor hashes
     nothing.  Only takes effect before anything imported ``hashlib``; ``ssl`` does not depend on it."""
@@ -275,17 +275,18 @@ class CPredictor(TextPredictor):
         self.tokenizer, self.task, self.heads = tokenizer, task, manifest["heads"]
 
     @classmethod
-    def from_dir(cls, model_dir, threads: int = 1, data_dir=None, task: str | None = None,
-                 rss_marks: list | None = None) -> "CPredictor":
-        from compress.common import build_task, read_manifest, rss_kib
+    def from_dir(cls, model_dir, runtime: str = "onnxruntime-c", threads: int = 1, data_dir=None,
+                 task: str | None = None, rss_marks: list | None = None) -> "CPredictor":
+        """``runtime``: always ``onnxruntime-c`` (the argument every runtime's predictor takes)."""
+        from compress.common import build_task, read_manifest, rss_kib, runtime_of
         from compress.wordpiece import lean_tokenizer
 
         marks = rss_marks if rss_marks is not None else []
 
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
-        if manifest.get("format") not in ("onnx", "ort"):
-            raise ValueError(f"{model_dir}: the onnxruntime-c backend runs ONNX exports, not {manifest.get('format')!r}")
+        if runtime_of(manifest, runtime) != cls.runtime:
+            raise ValueError(f"{model_dir}: CPredictor runs on {cls.runtime!r}, not {runtime!r}")
         tokenizer = lean_tokenizer(model_dir, manifest["tokenizer"])
         marks.append(("tokenizer", rss_kib()))
         task_obj = build_task(manifest, data_dir=data_dir, task_name=task)
@@ -333,7 +334,7 @@ class CPredictor(TextPredictor):
         return data[i * shape[1]:(i + 1) * shape[1]]  # [B, C]
 
     def as_array(self, output):
-        """For ``tinydistill evaluate --backend onnxruntime-c`` (the task's metric code is numpy's), not for the
+        """For ``tinydistill evaluate --runtime onnxruntime-c`` (the task's metric code is numpy's), not for the
         deployed process, which never calls this."""
         import numpy as np
 

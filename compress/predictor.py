@@ -31,13 +31,16 @@ class Predictor(TextPredictor):
         self.runtime = session.name
 
     @classmethod
-    def from_dir(cls, model_dir, backend: str | None = None, threads: int = 1, task: str | None = None,
-                 data_dir: str | None = None, rss_marks: list | None = None) -> "Predictor":
-        """``rss_marks``: a list to append ``(stage, VmRSS KiB)`` to after the tokenizer, task and session
-        (``tinydistill bench``'s memory breakdown)."""
-        from compress.common import rss_kib
+    def from_dir(cls, model_dir, runtime: str | None = None, threads: int = 1, task: str | None = None,
+                 data_dir: str | None = None, rss_marks: list | None = None, *,
+                 backend: str | None = None) -> "Predictor":
+        """``runtime``: a ``compress.RUNTIMES`` name (default: the directory's own; ``backend`` is its deprecated
+        old name).  ``rss_marks``: a list to append ``(stage, VmRSS KiB)`` to after the tokenizer, task and
+        session (``tinydistill bench``'s memory breakdown)."""
+        from compress.common import runtime_or_backend, rss_kib
         from tasks.tokenization import load_tokenizer
 
+        runtime = runtime_or_backend(runtime, backend)
         marks = rss_marks if rss_marks is not None else []
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
@@ -47,7 +50,7 @@ class Predictor(TextPredictor):
         marks.append(("tokenizer", rss_kib()))
         task_obj = build_task(manifest, data_dir=data_dir, task_name=task)
         marks.append(("task", rss_kib()))
-        session = open_session(model_dir, manifest, runtime_of(manifest, backend), threads)
+        session = open_session(model_dir, manifest, runtime_of(manifest, runtime), threads)
         marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 
@@ -101,6 +104,6 @@ class _NoHeads:
 
 
 if __name__ == "__main__":  # pragma: no cover - used by the "does not import paddle" check
-    p = Predictor.from_dir(sys.argv[1], backend=sys.argv[2] if len(sys.argv) > 2 else None)
+    p = Predictor.from_dir(sys.argv[1], runtime=sys.argv[2] if len(sys.argv) > 2 else None)
     print(json.dumps(p.predict(sys.argv[3:] or ["你好"]), ensure_ascii=False, default=json_default))
     print("PADDLE_IMPORTED" if "paddle" in sys.modules else "PADDLE_NOT_IMPORTED")

@@ -1,31 +1,40 @@
 """Open the predictor of a model directory; ``tinydistill predict`` and ``evaluate``.
 
-``open_predictor`` chooses between ``compress.predictor.Predictor`` (numpy, every runtime) and the numpy-free
-``compress.ort_capi.CPredictor`` (the ``onnxruntime-c`` backend).  It sits above both and above
-``compress.common``, which they import, so nothing below imports it back.  Nothing here imports numpy at module
-level or before the predictor is chosen: ``tinydistill predict --backend onnxruntime-c`` runs in a process
+``open_predictor`` opens the predictor the runtime's registry entry names: ``compress.predictor.Predictor``
+(numpy, every runtime) or the numpy-free ``compress.ort_capi.CPredictor`` (the ``onnxruntime-c`` runtime).  It
+sits above both and above ``compress.common``, which they import, so nothing below imports it back.  Nothing here imports numpy at module
+level or before the predictor is chosen: ``tinydistill predict --runtime onnxruntime-c`` runs in a process
 without numpy or paddle.
 """
 from __future__ import annotations
 
 import json
 
-from compress.common import json_default, read_manifest, runtime_of
+from compress.common import json_default, read_manifest, runtime_of, runtime_or_backend
 
 
-def open_predictor(model_dir, backend: str | None = None, threads: int = 1, **kwargs):
-    """``Predictor.from_dir``, or the numpy-free ``CPredictor`` for the ``onnxruntime-c`` backend (chosen before
-    anything imports numpy, so that process stays small)."""
+def predictor_class(runtime: str):
+    """The end-to-end predictor of a runtime: ``compress.predictor.Predictor`` unless the runtime's registry entry
+    names its own (``onnxruntime-c``: the numpy-free ``CPredictor``), imported only now so that one's process
+    stays small."""
+    import importlib
+
+    from compress import RUNTIMES
+
+    module, attr = RUNTIMES.entry(runtime).meta.get("predictor", "compress.predictor:Predictor").split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def open_predictor(model_dir, runtime: str | None = None, threads: int = 1, *, backend: str | None = None,
+                   **kwargs):
+    """The predictor of ``model_dir`` on ``runtime`` (a ``compress.RUNTIMES`` name; default: its format's own);
+    ``backend`` is the old name of ``runtime`` (deprecated)."""
     from distill.modeldir import ModelLoadError
 
+    runtime = runtime_or_backend(runtime, backend)
     try:
-        if backend is not None and runtime_of(read_manifest(model_dir), backend) == "onnxruntime-c":
-            from compress.ort_capi import CPredictor
-
-            return CPredictor.from_dir(model_dir, threads=threads, **kwargs)
-        from compress.predictor import Predictor
-
-        return Predictor.from_dir(model_dir, backend=backend, threads=threads, **kwargs)
+        name = runtime_of(read_manifest(model_dir), runtime)
+        return predictor_class(name).from_dir(model_dir, runtime=name, threads=threads, **kwargs)
     except (ModelLoadError, FileNotFoundError, ValueError) as exc:
         if type(exc) is not ValueError:  # ConfigError, DataError, ModelLoadError: already one clear line
             raise
@@ -48,11 +57,13 @@ def _damaged(model_dir, exc: BaseException) -> Exception:
 
 def cli_predict(args) -> int:
     """``tinydistill predict``: decoded JSON per text."""
-    if args.backend == "onnxruntime-c":
+    from compress import RUNTIMES
+
+    if RUNTIMES.entry(runtime_of(read_manifest(args.model_dir), args.runtime)).meta.get("lean"):
         from compress.ort_capi import lean_process
 
         lean_process()
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads)
+    predictor = open_predictor(args.model_dir, runtime=args.runtime, threads=args.threads)
     for text, result in zip(args.texts, predictor.predict(args.texts)):
         print(json.dumps({"text": text, **result}, ensure_ascii=False, default=json_default))
     return 0
@@ -60,7 +71,7 @@ def cli_predict(args) -> int:
 
 def cli_evaluate(args) -> int:
     """``tinydistill evaluate``: the task's metrics of a model directory on dev (or ``--file``)."""
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,
+    predictor = open_predictor(args.model_dir, runtime=args.runtime, threads=args.threads, task=args.task,
                                data_dir=args.data_dir)
     if predictor.task is None:
         raise ValueError(f"{args.model_dir}: the manifest records no task; pass --task NAME")

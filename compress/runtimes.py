@@ -1,25 +1,24 @@
-"""Runtime sessions: run one model directory on one runtime, numpy in, logits (head order) out.
+"""Runtimes (``compress.RUNTIMES``): run one model directory, numpy in, logits (head order) out.
 
-``RUNTIMES`` maps a runtime name to its session class; each imports its runtime lazily, so the
+Each entry is a ``Session`` class; its meta says which manifest formats it runs (``formats``), what
+``tinydistill bench`` loads before the model for its memory breakdown (``preload``: ``module`` or
+``module:function``), and, for ``onnxruntime-c``, the end-to-end predictor that replaces
+``compress.predictor.Predictor`` (``predictor``) and that its process is a lean one (``lean``: no numpy,
+``compress.ort_capi.lean_process``).  Nothing here imports numpy or a runtime at module level: the lean
+predictor's process reads this registry too, and each session imports its runtime when it opens, so the
 ``onnxruntime`` session never imports paddle.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
+from compress import RUNTIMES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-RUNTIMES: dict[str, type] = {}
-
-
-def runtime(name: str):
-    def deco(cls):
-        cls.name = name
-        RUNTIMES[name] = cls
-        return cls
-    return deco
 
 
 class Session:
@@ -32,9 +31,12 @@ class Session:
         raise NotImplementedError
 
 
-@runtime("paddle")
+@RUNTIMES.register(summary="paddle dygraph on a model_state.pdparams directory (the reference every export is "
+                           "checked against)", formats=("dygraph",), preload="paddle.inference", aliases=("dygraph",))
 class PaddleSession(Session):
     """A dygraph model directory run by paddle (the reference every export is checked against)."""
+
+    name = "paddle"
 
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
@@ -50,15 +52,20 @@ class PaddleSession(Session):
         self.model.eval()
 
     def run(self, feed):
+        import numpy as np
+
         paddle = self._paddle
         with paddle.no_grad():
             outs = self.model.export_forward(*(paddle.to_tensor(np.asarray(feed[k], dtype="int64")) for k in INPUTS))
         return [o.numpy() for o in outs]
 
 
-@runtime("paddle-inference")
+@RUNTIMES.register(summary="paddle.inference on model.pdmodel, oneDNN on (its INT8 kernels for INT8 programs)",
+                   formats=("paddle-inference",), preload="paddle.inference")
 class PaddleInferenceSession(Session):
     """``paddle.inference`` on ``model.pdmodel``: oneDNN on, oneDNN INT8 kernels for INT8 programs."""
+
+    name = "paddle-inference"
 
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
@@ -81,18 +88,25 @@ class PaddleInferenceSession(Session):
         self.output_names = self.predictor.get_output_names()
 
     def run(self, feed):
+        import numpy as np
+
         for name in self.input_names:
             self.predictor.get_input_handle(name).copy_from_cpu(np.ascontiguousarray(feed[name], dtype="int64"))
         self.predictor.run()
         return [self.predictor.get_output_handle(n).copy_to_cpu() for n in self.output_names]
 
 
-@runtime("onnxruntime")
+@RUNTIMES.register(summary="ONNX Runtime (CPU, Python package) on model.onnx or the mobile model.ort; no paddle",
+                   formats=("onnx", "ort"), preload="onnxruntime", aliases=("onnx", "ort"))
 class OrtSession(Session):
     """ONNX Runtime (CPU) on ``model.onnx`` or the mobile ``model.ort`` format; does not import paddle."""
 
+    name = "onnxruntime"
+
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
+        import numpy as np
+
         from compress.ort_capi import no_telemetry
 
         no_telemetry()  # before onnxruntime creates its environment (has no effect if that already happened)
@@ -127,16 +141,59 @@ class OrtSession(Session):
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, feed):
+        import numpy as np
+
         return self.session.run(None, {n: np.ascontiguousarray(feed[n], dtype="int64") for n in self.input_names})
 
 
+@RUNTIMES.register(summary="libonnxruntime's C API through ctypes on ONNX/.ort directories: a predictor process "
+                           "without numpy, paddle or the onnxruntime package", formats=("onnx", "ort"),
+                   preload="compress.ort_capi:api", predictor="compress.ort_capi:CPredictor", lean=True)
+class CApiSession(Session):
+    """libonnxruntime's C API through ctypes on ONNX/.ort directories: its predictor process imports neither
+    numpy, paddle nor the onnxruntime package (compress/ort_capi.py); this session is the numpy adapter."""
+
+    name = "onnxruntime-c"
+
+    def __init__(self, model_dir, manifest, threads=1):
+        super().__init__(model_dir, manifest, threads)
+        from compress.ort_capi import CSession
+
+        file = self.model_dir / manifest.get("model_file", "model.onnx")
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: ONNX model not found")
+        initializers = None
+        if manifest.get("int4"):
+            from compress.int4 import expand
+
+            initializers = expand(self.model_dir, manifest)
+        self.session = CSession(file, threads=threads, initializers=initializers)
+
+    def run(self, feed):
+        from array import array
+
+        import numpy as np
+
+        c_feed = {}
+        for name in self.session.input_names:
+            value = np.ascontiguousarray(feed[name], dtype="int64")
+            c_feed[name] = (array("q", value.tobytes()), list(value.shape))
+        return [np.frombuffer(data, dtype=np.float32).reshape(shape) for data, shape in self.session.run(c_feed)]
+
+
 def open_session(model_dir, manifest: dict, runtime_name: str, threads: int = 1) -> Session:
-    if runtime_name not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime_name!r} (known: {', '.join(RUNTIMES)})")
-    return RUNTIMES[runtime_name](Path(model_dir), manifest, threads)
+    from distill.registry import RegistryError
+
+    try:
+        cls = RUNTIMES.get(runtime_name)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    return cls(Path(model_dir), manifest, threads)
 
 
 def as_heads(outputs: Sequence[np.ndarray], heads: Sequence[dict]) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if len(outputs) != len(heads):
         raise ValueError(f"model returned {len(outputs)} outputs for {len(heads)} heads")
     return {h["name"]: np.asarray(o) for h, o in zip(heads, outputs)}

@@ -4,9 +4,9 @@
     GET  /health    {"status": "ok", "uptime_s", "requests", "errors", "queued_texts"}
     GET  /metadata  task, heads and labels, model format / runtime / precision, size, limits, batching
 
-By default an ONNX export runs on the ``onnxruntime-c`` backend (``compress/ort_capi.py``), so the server
+By default an ONNX export runs on the ``onnxruntime-c`` runtime (``compress/ort_capi.py``), so the server
 process imports neither paddle nor numpy nor the onnxruntime package; other formats run on their own
-runtime (``--backend`` overrides).  Concurrent requests are micro-batched: a worker takes the queued
+runtime (``--runtime`` overrides).  Concurrent requests are micro-batched: a worker takes the queued
 requests, waits up to ``--batch-window-ms`` for those being read at that moment and runs them as one
 model call of at most ``--max-batch`` texts (``--max-batch 1``: no batching).  Errors are one-line JSON ``{"error": ...}``:
 4xx for the client's input (bad JSON, no ``texts``, an empty list, too many texts, a text or body too
@@ -47,7 +47,7 @@ class Service:
     """Everything but HTTP: the predictor(s), validation, batching, health and metadata (the handler calls
     ``predict``, ``health`` and ``metadata``)."""
 
-    def __init__(self, model_dir, backend: str | None = None, threads: int = 1, workers: int = 1,
+    def __init__(self, model_dir, runtime: str | None = None, threads: int = 1, workers: int = 1,
                  max_batch: int = 32, batch_window_ms: float = 2.0, max_texts: int = 64,
                  max_text_chars: int = 512, max_body_bytes: int = 1 << 20, timeout_s: float = 30.0,
                  data_dir: str | None = None):
@@ -56,13 +56,16 @@ class Service:
 
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
-        if backend is None:
-            backend = "onnxruntime-c" if self.manifest.get("format") in ("onnx", "ort") else None
+        if runtime is None:  # a lean runtime where one runs this format (onnxruntime-c for ONNX exports)
+            from compress import RUNTIMES
+
+            runtime = next((e.name for e in RUNTIMES.entries()
+                            if e.meta.get("lean") and self.manifest.get("format") in e.meta["formats"]), None)
         kwargs = {"data_dir": data_dir} if data_dir else {}
-        first = open_predictor(self.model_dir, backend=backend, threads=threads, **kwargs)
+        first = open_predictor(self.model_dir, runtime=runtime, threads=threads, **kwargs)
         # ONNX Runtime sessions are safe to run from several threads; other runtimes get one predictor each
         shared = first.runtime.startswith("onnxruntime")
-        predictors = [first] + [first if shared else open_predictor(self.model_dir, backend=backend,
+        predictors = [first] + [first if shared else open_predictor(self.model_dir, runtime=runtime,
                                                                     threads=threads, **kwargs)
                                 for _ in range(max(1, workers) - 1)]
         self.runtime = first.runtime
@@ -289,7 +292,7 @@ def cli_serve(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     t0 = time.time()
     limit_malloc_arenas()
-    service = Service(args.model_dir, backend=args.backend, threads=args.threads, workers=args.workers,
+    service = Service(args.model_dir, runtime=args.runtime, threads=args.threads, workers=args.workers,
                       max_batch=args.max_batch, batch_window_ms=args.batch_window_ms, max_texts=args.max_texts,
                       max_text_chars=args.max_text_chars, max_body_bytes=args.max_body_bytes,
                       timeout_s=args.timeout, data_dir=args.data_dir)
@@ -314,5 +317,7 @@ def cli_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         service.drain()
-        print(f"stopped after {service.requests} requests ({service.errors} errors)", flush=True)
+        from distill.logs import progress
+
+        progress(f"stopped after {service.requests} requests ({service.errors} errors)")
     return 0

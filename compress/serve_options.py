@@ -6,11 +6,11 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``tinydistill serve`` options (experiments/cli.py calls this, so the CLI stays light)."""
+    """The ``tinydistill serve`` options (experiments/cli.py calls this, so the CLI stays light; it adds
+    ``--runtime`` itself, as for every command that runs a model)."""
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port, printed)")
-    p.add_argument("--backend", help="runtime (default: onnxruntime-c for ONNX exports, else the directory's own)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads of each model call (default 1)")
     p.add_argument("--workers", type=int, default=1, help="model calls running at the same time (default 1)")
     p.add_argument("--max-batch", type=int, default=32,

@@ -1,9 +1,9 @@
 """The one registry helper used by every kind of pluggable part.
 
 A registry maps a name to an object (a builder function or a class) plus a one-line summary.  Every
-kind of part (tasks, tokenizers, teachers, students, losses, compression steps, export backends) has
-exactly one ``Registry`` instance, created where that kind lives; ``KINDS`` below tells the CLI where to
-find each one so that ``tinydistill list`` can show them all.
+kind of part (tasks, tokenizers, teachers, students, losses, schedules, mixers, compression steps, export
+formats, runtimes, data sets) has exactly one ``Registry`` instance, created where that kind lives; ``KINDS``
+below tells the CLI where to find each one so that ``tinydistill list`` can show them all.
 
 Modules that *register* entries must stay light: no ``import paddle`` at module level (import it inside
 the registered function/method).  That keeps ``tinydistill list``/``--help``/``data`` under a second
@@ -22,6 +22,9 @@ import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+
+_MISSING = object()
 
 
 class RegistryError(KeyError):
@@ -94,7 +97,10 @@ class Registry:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise RegistryError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(choices)})")
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, default: Any = _MISSING) -> Any:
+        """The object registered as ``name`` (or an alias); ``default`` if given and unknown, as ``dict.get``."""
+        if default is not _MISSING and name not in self:
+            return default
         return self._entries[self.canonical(name)].obj
 
     def entry(self, name: str) -> Entry:
@@ -103,6 +109,39 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._entries or name in self._aliases
+
+    # a read-only mapping of name -> object (what the plain dicts this replaced offered), plus item
+    # assignment and deletion so that a test can swap in a fake entry with ``monkeypatch.setitem``
+    def __getitem__(self, name: str) -> Any:
+        return self.get(name)
+
+    def __setitem__(self, name: str, obj: Any) -> None:
+        self._load()
+        self._entries.pop(name, None)
+        self.add(name, obj)
+
+    def __delitem__(self, name: str) -> None:
+        self._load()
+        del self._entries[name]
+        for alias in [a for a, target in self._aliases.items() if target == name]:
+            del self._aliases[alias]
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def values(self) -> list[Any]:
+        return [e.obj for e in self.entries()]
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(e.name, e.obj) for e in self.entries()]
+
+    def aliases(self, name: str) -> list[str]:
+        """Other names ``name``'s entry answers to."""
+        canonical = self.canonical(name)
+        return [a for a, target in self._aliases.items() if target == canonical]
 
     def names(self) -> list[str]:
         self._load()
@@ -116,22 +155,36 @@ class Registry:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
-# Where each kind's registry lives ("module:attribute"); used by ``tinydistill list``.
+# Where each kind's registry lives ("module:attribute"); used by ``tinydistill list``.  Every module named
+# here must import without paddle or numpy (``tinydistill list`` stays light; tests/test_cli.py checks).
 KINDS: dict[str, str] = {
     "tasks": "tasks:TASKS",
     "tokenizers": "tasks.tokenization:TOKENIZERS",
     "teachers": "teachers:TEACHERS",
     "students": "students:STUDENTS",
     "losses": "distill.losses:LOSSES",
+    "schedules": "distill.schedules:SCHEDULES",
+    "mixers": "distill.multiteacher:MIXERS",
     "steps": "compress:STEPS",
-    "backends": "compress:BACKENDS",
+    "formats": "compress:FORMATS",
+    "runtimes": "compress:RUNTIMES",
+    "datasets": "tasks.datasets:DATASETS",
 }
+# Older names of kinds.  "backends" meant both an export format (config ``export:``) and a runtime
+# (``--backend``): it still names the export formats where one registry is wanted (config validation), and
+# ``tinydistill list backends`` shows both kinds.
+KIND_ALIASES: dict[str, str] = {"backends": "formats"}
+
+
+def canonical_kind(kind: str) -> str:
+    kind = KIND_ALIASES.get(kind, kind)
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind, list(KINDS) + list(KIND_ALIASES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(f"unknown registry kind {kind!r}{hint} (known: {', '.join(KINDS)})")
+    return kind
 
 
 def get_registry(kind: str) -> Registry:
-    if kind not in KINDS:
-        close = difflib.get_close_matches(kind, list(KINDS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise RegistryError(f"unknown registry kind {kind!r}{hint} (known: {', '.join(KINDS)})")
-    module, attr = KINDS[kind].split(":")
+    module, attr = KINDS[canonical_kind(kind)].split(":")
     return getattr(importlib.import_module(module), attr)

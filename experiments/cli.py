@@ -2,16 +2,24 @@
 
 Start-up is kept light: this module imports only the standard library; each sub-command imports the
 module that implements it when it runs (``--help``, ``list`` and ``data`` never import paddle).
+
+Conventions every sub-command follows: results (tables, JSON, paths a script reads) go to stdout, progress
+and diagnostics to stderr through ``logging`` (``distill/logs.py``: ``-v``/``-q``, ``$TINYDISTILL_LOG_LEVEL``);
+the exit status is 0 on success, 1 when a run failed and 2 for a usage or input error (``EXIT_*``).
 """
 from __future__ import annotations
 
 import argparse
 import errno
 import importlib
+import logging
 import os
 import sys
 import warnings
 from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+log = logging.getLogger("tinydistill.cli")  # not __name__: that is "__main__" under python -m experiments.cli
 
 # sub-command -> "module:function(args) -> int | None"
 HANDLERS = {
@@ -31,6 +39,30 @@ HANDLERS = {
 
 class UsageError(ValueError):
     """A command-line argument out of range or not fitting its target (one line, names the argument)."""
+
+
+class _OldName(argparse.Action):
+    """A deprecated option name (``--backend``): stores into the new option's ``dest`` and remembers which name
+    was typed, so errors name it and ``main`` logs one deprecation warning once logging is set up."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_flag", option_string)
+        namespace.deprecated = [*getattr(namespace, "deprecated", []), (option_string, self.new)]
+
+
+def _add_runtime(p: argparse.ArgumentParser, default: str) -> None:
+    """``--runtime`` (a ``tinydistill list runtimes`` name) and its deprecated old name ``--backend``."""
+    p.add_argument("--runtime", metavar="RUNTIME",
+                   help=f"what runs the model: paddle | paddle-inference | onnxruntime | onnxruntime-c "
+                        f"(tinydistill list runtimes; default: {default})")
+    p.add_argument("--backend", dest="runtime", metavar="RUNTIME", action=_OldName, new="--runtime",
+                   help="deprecated name of --runtime (removed in the next release)")
+    p.set_defaults(runtime_flag="--runtime")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,11 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Knowledge distillation and compression for Chinese NLU (ERNIE 3.0 Tiny, ERNIE-Gram, Bi-LSTM).",
     )
     parser.add_argument("--version", action="version", version=f"tinydistill {_version()}")
+    parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
+                        help="debug logging on stderr (before the command: tinydistill -v run ...)")
+    parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,
+                        help="warnings and errors only on stderr; -qq: errors only (results still go to stdout)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("list", help="list registered teachers, students, tasks, losses, steps, backends")
-    p.add_argument("kind", nargs="?", help="one of: tasks tokenizers teachers students losses steps backends")
+    from distill.registry import KIND_ALIASES, KINDS  # light: the registry module imports only the stdlib
+
+    p = sub.add_parser("list", help="list what can be named: " + ", ".join(KINDS))
+    p.add_argument("kind", nargs="?", metavar="KIND",
+                   help=f"one of: {' '.join(KINDS)} (default: all; {', '.join(KIND_ALIASES)}: formats and runtimes)")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail (parameter counts for models)")
 
     p = sub.add_parser("quickstart", help="whole pipeline offline on small generated in-car SLU data")
@@ -146,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate dev and this labelled hold-out file (task format); prints both and the gap")
     p.add_argument("--dedup", action="store_true",
                    help="also evaluate the rows whose text does not occur in the training split")
-    p.add_argument("--backend", help="runtime backend (default: the model directory's own)")
+    _add_runtime(p, "the model directory's own")
     p.add_argument("--threads", type=_at_least(1), default=1)
     p.add_argument("--batch-size", type=_at_least(1), default=32)
     _add_data_dir(p)
@@ -154,12 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="run a model directory on texts and print decoded JSON")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("texts", nargs="+", metavar="TEXT")
-    p.add_argument("--backend", help="paddle | paddle-inference | onnxruntime | onnxruntime-c (default: the directory's own)")
+    _add_runtime(p, "the directory's own")
     p.add_argument("--threads", type=_at_least(1), default=1)
 
     p = sub.add_parser("bench", help="size, latency (p50/p90), peak RSS and throughput of model directories")
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
-    p.add_argument("--backend", help="runtime backend for every directory (default: each directory's own)")
+    _add_runtime(p, "each directory's own; one runtime for every directory")
     p.add_argument("--batch-size", type=_at_least(1), default=1)
     # 3 = [CLS] + one token + [SEP]: the shortest encoded text
     p.add_argument("--seq-len", type=_at_least(3), default=16)
@@ -172,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from compress.serve_options import add_arguments as serve_arguments  # no http.server import here
 
-    serve_arguments(sub.add_parser("serve", help="HTTP JSON service on a model directory (POST /predict)"))
+    p = sub.add_parser("serve", help="HTTP JSON service on a model directory (POST /predict)")
+    serve_arguments(p)
+    _add_runtime(p, "onnxruntime-c for ONNX exports, else the directory's own")
 
     p = sub.add_parser("data", help="list, fetch or check the data sets")
     p.add_argument("action", choices=("list", "fetch", "check"))
@@ -183,25 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from distill.registry import KINDS, get_registry
+    """Every registry (or one): a ``KIND:`` line, then one ``  NAME  SUMMARY`` line per entry."""
+    from distill.registry import KIND_ALIASES, KINDS, canonical_kind, get_registry
 
-    kinds = [args.kind] if args.kind else list(KINDS)
+    if args.kind in KIND_ALIASES:  # "backends" meant both export formats and runtimes
+        kinds = ["formats", "runtimes"]
+    else:
+        kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
     for kind in kinds:
         registry = get_registry(kind)
         print(f"{kind}:")
         for entry in registry.entries():
             line = f"  {entry.name:<32} {entry.summary}"
+            aliases = registry.aliases(entry.name)
+            if aliases:
+                line += f" (also: {', '.join(aliases)})"
             if args.verbose and "describe" in entry.meta:
                 line += f"  [{entry.meta['describe']()}]"
             elif args.verbose and hasattr(entry.obj, "describe"):
                 line += f"  [{entry.obj.describe(entry.name)}]"
+            elif args.verbose and "formats" in entry.meta:
+                line += f"  [runs {', '.join(entry.meta['formats'])}]"
             print(line.rstrip())
-    return 0
+    return EXIT_OK
 
 
 def check_args(args: argparse.Namespace) -> None:
     """What argparse cannot see, checked before any work (and before paddle is imported): ``--out`` must
-    be a directory, model directories must be readable and ``--backend`` known and able to run them."""
+    be a directory, model directories must be readable and ``--runtime`` known and able to run them."""
     for name in ("out", "json"):
         value = getattr(args, name, None)
         if value and Path(value).exists() and (name == "out") != Path(value).is_dir():
@@ -212,13 +262,13 @@ def check_args(args: argparse.Namespace) -> None:
         return
     from compress.common import read_manifest, runtime_of
 
+    runtime, flag = getattr(args, "runtime", None), getattr(args, "runtime_flag", "--runtime")
     for d in dirs:
         manifest = read_manifest(d)
-        backend = getattr(args, "backend", None)
         try:
-            runtime_of(manifest, backend)
+            runtime_of(manifest, runtime)
         except ValueError as exc:
-            raise UsageError(f"--backend {backend}: {exc}" if backend else f"{d}: {exc}") from None
+            raise UsageError(f"{flag} {runtime}: {exc}" if runtime else f"{d}: {exc}") from None
 
 
 #: errno values of environment faults that are reported as one line (the file and the remedy)
@@ -236,15 +286,11 @@ def _os_fault(exc: BaseException) -> str | None:
     return f"{where}: {_OS_FAULTS[exc.errno]} ({exc.strerror}); {remedy}"
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input, shown as one line without a traceback."""
-    from distill.registry import RegistryError
-    from distill.schema import ConfigError
-    from tasks.base import DataError
-
-    errors: list[type[BaseException]] = [RegistryError, ConfigError, DataError, FileNotFoundError, UsageError]
-    for spec in ("distill.modeldir:ModelLoadError", "tasks.datasets:DownloadError", "compress.common:ExportError",
-                 "compress.bench:BenchError", "experiments.runner:CheckpointError"):
+def _known_errors(specs: tuple[str, ...]) -> tuple[type[BaseException], ...]:
+    """The exception classes named ``module:Class`` whose module is imported (one that is not cannot have
+    raised; importing it here would cost the light commands their start-up time)."""
+    errors = []
+    for spec in specs:
         module, attr = spec.split(":")
         mod = sys.modules.get(module)
         if mod is not None and hasattr(mod, attr):
@@ -252,25 +298,56 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+#: the user's input: exit 2 (a usage or input error), one line, no traceback; also FileNotFoundError and
+#: UsageError (named in ``exit_status``: this module is ``__main__`` under ``python -m experiments.cli``)
+INPUT_ERRORS = ("distill.registry:RegistryError", "distill.schema:ConfigError", "tasks.base:DataError",
+                "distill.modeldir:ModelLoadError")
+#: a run that started and failed: exit 1, one line, no traceback
+RUN_ERRORS = ("tasks.datasets:DownloadError", "compress.common:ExportError", "compress.bench:BenchError",
+              "experiments.runner:CheckpointError")
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """``EXIT_USAGE`` or ``EXIT_FAILED`` for an error that is reported as one line; ``None``: a bug (traceback)."""
+    if _os_fault(exc):
+        return EXIT_FAILED
+    if isinstance(exc, (FileNotFoundError, UsageError) + _known_errors(INPUT_ERRORS)):
+        return EXIT_USAGE
+    if isinstance(exc, _known_errors(RUN_ERRORS)):
+        return EXIT_FAILED
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a bad argument exits with EXIT_USAGE (_Parser.error)
     module, func = HANDLERS[args.command].split(":")
     # paddle's import-time notice about C++ extension builds, which nothing here does (stderr stays for errors)
     warnings.filterwarnings("ignore", message="No ccache found")
+    from distill.logs import ENV, configured, resolve_level
+
     try:
-        check_args(args)
-        handler = getattr(importlib.import_module(module), func)
-        return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; finished work is kept (re-run with --resume where offered)", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - turn user errors into one clear line
-        fault = _os_fault(exc)
-        if os.environ.get("TINYDISTILL_DEBUG") or not (fault or isinstance(exc, _expected_errors())):
-            raise
-        message = " | ".join(line.strip() for line in (fault or str(exc)).splitlines() if line.strip())
-        print(f"tinydistill {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        resolve_level(args.log_verbose - args.log_quiet)
+    except ValueError as exc:
+        print(f"tinydistill: error: {exc}; or unset {ENV}", file=sys.stderr)
+        return EXIT_USAGE
+    with configured(args.log_verbose - args.log_quiet):
+        for old, new in getattr(args, "deprecated", []):
+            log.warning("%s is deprecated; use %s (the old name goes in the next release)", old, new)
+        try:
+            check_args(args)
+            handler = getattr(importlib.import_module(module), func)
+            return int(handler(args) or EXIT_OK)
+        except KeyboardInterrupt:
+            print("interrupted; finished work is kept (re-run with --resume where offered)", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - turn user errors and failed runs into one clear line
+            status = exit_status(exc)
+            if os.environ.get("TINYDISTILL_DEBUG") or status is None:
+                raise
+            message = " | ".join(line.strip() for line in (_os_fault(exc) or str(exc)).splitlines() if line.strip())
+            # printed, not logged: the one error line shows at every log level
+            print(f"tinydistill {args.command}: error: {message}", file=sys.stderr)
+            return status
 
 
 if __name__ == "__main__":

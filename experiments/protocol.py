@@ -131,7 +131,7 @@ def cli_evaluate(args) -> int:
     from compress.predictors import open_predictor
     from tasks.overlap import seen_texts, unseen
 
-    predictor = open_predictor(args.model_dir, backend=args.backend, threads=args.threads, task=args.task,
+    predictor = open_predictor(args.model_dir, runtime=args.runtime, threads=args.threads, task=args.task,
                                data_dir=args.data_dir)
     task = predictor.task
     if task is None:

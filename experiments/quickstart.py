@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from distill.fsutil import atomic_write_text
+from distill.logs import progress
 from distill.schema import ConfigError
 from experiments.config import dump_yaml, resolve
 
@@ -85,7 +86,7 @@ def quickstart_configs(data_root: Path) -> dict[str, dict]:
 
 
 def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs: int | None = None,
-                   log=print) -> Path:
+                   log=progress) -> Path:
     from experiments.report import write_report
     from experiments.slu_templates import CORPUS_FILE, write_corpus
     from experiments.sweep import run_sweep

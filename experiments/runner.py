@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.fsutil import link_atomically, atomic_write_text, clean_stale_temporaries, dir_size_bytes, read_json, write_json
+from distill.logs import progress
 from distill.runtime import seed_everything
 from distill.schema import ConfigError, to_dict
 from experiments.assistants import AssistantChain
@@ -109,7 +110,7 @@ class Runner:
     """One (config, seed) run.  ``run()`` executes the missing stages; see the module docstring."""
 
     def __init__(self, cfg: ExperimentConfig, seed: int, out_root: str | os.PathLike = "runs",
-                 data_dir: str | None = None, resume: bool = False, log: Callable[[str], Any] = print,
+                 data_dir: str | None = None, resume: bool = False, log: Callable[[str], Any] = progress,
                  prefix: str = ""):
         raw = cfg.to_raw()
         raw.pop("sweep", None)
@@ -636,8 +637,8 @@ def test_file_override(args: argparse.Namespace) -> list[str]:
 def cli_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, test_file_override(args))
     if cfg.sweep is not None:
-        print(f"note: {args.config} declares a sweep; `run` runs its base config only "
-              f"(`tinydistill sweep {args.config}` runs the grid)")
+        progress(f"note: {args.config} declares a sweep; `run` runs its base config only "
+                 f"(`tinydistill sweep {args.config}` runs the grid)")
     for seed in cfg.seeds:
         runner = Runner(cfg, seed, out_root=args.out, data_dir=args.data_dir, resume=args.resume)
         runner.run()

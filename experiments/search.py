@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from distill.fsutil import read_json, write_json
+from distill.logs import progress
 from distill.schema import ConfigError, from_dict
 
 #: --budget NAME -> the metric of a model variant it bounds (``<variant>.<metric>``)
@@ -227,7 +228,7 @@ def _probe_params(params: Any) -> Any:
 class Prober:
     """Builds, compresses and measures untrained candidates (one process, data and tokenizers loaded once)."""
 
-    def __init__(self, grid_cfg, out: Path, data_dir: Optional[str], runs: int, log=print):
+    def __init__(self, grid_cfg, out: Path, data_dir: Optional[str], runs: int, log=progress):
         self.grid_cfg, self.out, self.data_dir, self.runs, self.log = grid_cfg, out, data_dir, runs, log
         self.dir = out / grid_cfg.name / SEARCH_DIR / "probe"
 
@@ -321,7 +322,7 @@ def over_budget(metrics: dict, budget: dict[str, float], slack: float = 0.0,
 
 
 def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: int = 1, data_dir: str | None = None,
-               probe_only: bool = False, log=print) -> dict:
+               probe_only: bool = False, log=progress) -> dict:
     """Probe every candidate, prune those over ``budget``, train the rest (a sweep), write the report."""
     from experiments.runner import Runner
     from experiments.search_report import write_search_report

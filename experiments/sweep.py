@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import multiprocessing as mp
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill.logs import progress
 from distill.schema import ConfigError
 from experiments.config import ExperimentConfig, deep_merge, load_config, resolve
 
@@ -165,7 +166,7 @@ def list_cells(cfg: ExperimentConfig, out: str | Path, data_dir: str | None = No
 
 
 def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,
-              log=print, cells: list[int] | None = None) -> dict[str, list[str]]:
+              log=progress, cells: list[int] | None = None) -> dict[str, list[str]]:
     """Run every cell of the grid (or only the cells with these indices); returns run ids by status
     (``done``, ``skipped``, ``failed``)."""
     from experiments.runner import Runner
@@ -202,7 +203,7 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
         result[status if status in ("failed", "skipped") else "done"].append(run_id)
         log(f"  [{i}/{len(student_jobs)}] {run_id}: {status}{(' - ' + msg.splitlines()[0]) if msg else ''}")
         if msg and status == "failed":
-            print(msg, file=sys.stderr)
+            logging.getLogger(__name__).error("%s", msg)
     log(f"sweep {cfg.name}: {len(result['done'])} done, {len(result['skipped'])} skipped, "
         f"{len(result['failed'])} failed in {time.time() - start:.1f}s")
     return result
@@ -220,5 +221,5 @@ def cli_sweep(args: argparse.Namespace) -> int:
     specs = list(getattr(args, "cell", None) or []) + list(getattr(args, "cells", None) or [])
     cells = parse_cells(specs, len(expand(cfg))) if specs else None
     result = run_sweep(cfg, args.out, jobs=args.jobs, data_dir=args.data_dir, cells=cells)
-    print(f"report: tinydistill report {Path(args.out) / cfg.name} --plots")
+    progress(f"report: tinydistill report {Path(args.out) / cfg.name} --plots")
     return 1 if result["failed"] else 0

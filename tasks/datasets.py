@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.fsutil import atomic_dir, cache_dir
+from distill.logs import progress
+from distill.registry import Registry, RegistryError
 
 CHUNK = 1 << 16
 
@@ -67,7 +69,9 @@ class Dataset:
 #   (which its provenance note calls identical to the organisers' file "as far as can be told").  The
 #   label files' SHA-256 are those of ../shared/data's copies of PaddleNLP's files.  If an official file
 #   ever differs, the download fails with both checksums and the URL; point --data-dir at local files then.
-DATASETS: dict[str, Dataset] = {d.name: d for d in (
+#: data sets by name; a task that reads one and the data set's own aliases are its aliases
+DATASETS = Registry("data set")
+for _ds in (
     Dataset(
         name="chnsenticorp",
         summary="ChnSentiCorp binary sentiment (PaddleNLP split: train 9,600, dev 1,200, test 1,200)",
@@ -106,16 +110,17 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
         licence="NLPCC 2018 shared task data (research use); label files Apache-2.0 (PaddleNLP)",
         aliases=("nlpcc2018",),
     ),
-)}
+):
+    DATASETS.add(_ds.name, _ds, summary=_ds.summary, task=_ds.task,
+                 aliases=tuple(dict.fromkeys(a for a in (_ds.task, *_ds.aliases) if a != _ds.name)))
 
 
 def get_dataset(name: str) -> Dataset:
     """A data set by its name, alias or the name of a task that reads it."""
-    for ds in DATASETS.values():
-        if name == ds.name or name == ds.task or name in ds.aliases:
-            return ds
-    known = sorted({n for d in DATASETS.values() for n in (d.name, d.task, *d.aliases)})
-    raise FileNotFoundError(f"unknown data set {name!r} (known: {', '.join(known)})")
+    try:
+        return DATASETS.get(name)
+    except RegistryError as exc:  # a missing data set is a missing file to the CLI (one line, exit 2)
+        raise FileNotFoundError(str(exc)) from None
 
 
 def cache_root() -> Path:
@@ -311,7 +316,7 @@ def cli_data(args) -> int:
             else:
                 folder = cache_root() / name
                 if _missing(folder, ds):
-                    print(f"{name}: downloading to {folder} ...", flush=True)
+                    progress(f"{name}: downloading to {folder} ...")
                     fetch(ds, cache_root())
                 print(f"{name}: ready in {folder}")
         else:

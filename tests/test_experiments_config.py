@@ -74,7 +74,7 @@ def test_missing_required_key(tmp_path):
 @pytest.mark.parametrize("old,new,match", [
     ("ernie-3.0-tiny-nano-v2-zh", "ernie-3.0-tiny-nan-v2-zh", "student.name: unknown student .*ernie-3.0-tiny-nano-v2-zh"),
     ("type: soft_ce", "type: soft_cee", r"distill.losses\[0\].type: unknown loss .*'soft_ce'"),
-    ("export: [onnx]", "export: [onxx]", r"export\[0\]: unknown backend .*'onnx'"),
+    ("export: [onnx]", "export: [onxx]", r"export\[0\]: unknown export format .*'onnx'"),
     ("nlpcc2018_slu", "nlpcc2018_sl", "task.name: unknown task .*'nlpcc2018_slu'"),
 ])
 def test_registry_names_checked_up_front(tmp_path, old, new, match):

@@ -1,15 +1,16 @@
-"""Export/runtime backends (``BACKENDS``).  Light module: the builders live in ``compress/export.py``.
+"""Export formats (``FORMATS``), what a config's ``export:`` names.  Light module: the builders live in
+``compress/export.py``.
 
-Each entry's meta: ``runtime`` (what runs the directory: ``paddle``, ``paddle-inference``, ``onnxruntime``,
-``onnxruntime-c``),
-``format`` (the manifest format of an exported directory) and ``builder`` (``module:function`` that writes
-it; none for ``paddle``, which runs dygraph directories as they are).
+Each entry's meta: ``runtime`` (the ``RUNTIMES`` entry that runs the directory by default), ``format`` (the
+manifest format of an exported directory) and ``builder`` (``module:function`` that writes it; none for
+``paddle``, which runs dygraph directories as they are).  The default runtime of each manifest format is
+read from here (``compress.common.default_runtime``); which other runtimes can run it, from ``RUNTIMES``.
 """
-from compress import BACKENDS
+from compress import FORMATS
 
 
-class Backend:
-    """A backend description; ``export(...)`` delegates to ``compress.export.export``."""
+class ExportFormat:
+    """An export format description; ``export(...)`` delegates to ``compress.export.export``."""
 
     def __init__(self, name: str):
         self.name = name
@@ -20,12 +21,12 @@ class Backend:
         return export(model_dir, self.name, out_dir, **kwargs)
 
     def describe(self, name: str = "") -> str:
-        meta = BACKENDS.entry(self.name).meta
+        meta = FORMATS.entry(self.name).meta
         return f"runtime {meta['runtime']}, format {meta['format']}"
 
 
 def _add(name: str, summary: str, runtime: str, fmt: str, builder: str | None) -> None:
-    BACKENDS.add(name, Backend(name), summary=summary, runtime=runtime, format=fmt, builder=builder)
+    FORMATS.add(name, ExportFormat(name), summary=summary, runtime=runtime, format=fmt, builder=builder)
 
 
 _add("paddle", "dygraph model directory run by paddle (the reference; no export)", "paddle", "dygraph", None)
@@ -37,8 +38,5 @@ _add("onnx-int8", "ONNX Runtime dynamic INT8 (per-channel MatMul weights, quanti
 _add("onnx-int4", "onnx-int8 with its weights stored as 4-bit blocks (embedding too), expanded to the same INT8 "
      "kernels when ONNX Runtime loads the model: INT4 size, INT8 speed", "onnxruntime", "onnx",
      "compress.export:build_onnx_int4")
-_add("onnxruntime-c", "runtime only: ONNX/.ort directories on libonnxruntime's C API through ctypes, a predictor "
-     "process without numpy, paddle or the onnxruntime package (predict/evaluate/bench --backend onnxruntime-c)",
-     "onnxruntime-c", "onnx", None)
 _add("ort-mobile", "ONNX Runtime mobile format (.ort) of the INT8 ONNX model", "onnxruntime", "ort",
      "compress.export:build_ort_mobile")
