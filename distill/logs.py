@@ -116,10 +116,14 @@ def configured(verbosity: int = 0) -> Iterator[int]:
 
 
 def progress(message: str) -> None:
-    """Log one progress line at INFO (the default ``log=`` of runs, sweeps, searches and benchmarks).  Where
-    nothing set logging up (a spawned worker, a library caller), it is set up from the environment first, so
-    progress is never silently dropped by the stdlib's warnings-only fallback."""
+    """Log one progress line at INFO (the default ``log=`` of runs, sweeps, searches and benchmarks).
+
+    Where nothing set this module up, it sets itself up first when a ``tinydistill`` process started this one
+    (``$TINYDISTILL_LOG_LEVEL`` is exported to sweep workers, which paddleslim's import gives a root handler
+    at WARNING that would drop every progress line) or when no logging is configured at all (a library
+    caller: the stdlib's fallback would drop info); an application's (or pytest's) own root logging is left
+    to it otherwise."""
     logger = logging.getLogger(PACKAGES[0])
-    if _HANDLER not in logger.handlers and not logging.getLogger().handlers:
+    if _HANDLER not in logger.handlers and (os.environ.get(ENV) or not logging.getLogger().handlers):
         setup()
     logger.info(message)

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinydistill",
         description="Knowledge distillation and compression for Chinese NLU (ERNIE 3.0 Tiny, ERNIE-Gram, Bi-LSTM).",
+        epilog="Results go to stdout, progress to stderr ($TINYDISTILL_LOG_LEVEL, -v, -q). Exit status: 0 success, "
+               "1 a run failed, 2 a usage or input error.",
     )
     parser.add_argument("--version", action="version", version=f"tinydistill {_version()}")
     parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,

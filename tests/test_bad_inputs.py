@@ -1,11 +1,12 @@
 """What bad input gets: a table of bad configs, arguments, data and model files run through the real CLI.
 
 Every case runs ``python -m experiments.cli ...`` in its own directory, in a subprocess (a few at a time),
-and must exit non-zero with exactly one error line on stderr that names the file, key or argument, with no
-traceback and no temporary (``.*.tmp``) or output directory left behind.  Most cases fail before paddle is
-imported.  The data are a few generated rows, so the module needs no real data set.  Besides the table:
-the command line's ``--data-dir`` wins over ``task.data_dir``, and run ids and teacher keys follow the data
-read (not where it lives); a damaged result record is skipped by ``report``; atomic writes land 0644.
+at ``TINYDISTILL_LOG_LEVEL=WARNING`` (progress is info), and must exit non-zero with exactly one error line
+on stderr that names the file, key or argument, with no traceback and no temporary (``.*.tmp``) or output
+directory left behind.  Most cases fail before paddle is imported.  The data are a few generated rows, so the
+module needs no real data set.  Besides the table: the command line's ``--data-dir`` wins over
+``task.data_dir``, and run ids and teacher keys follow the data read (not where it lives); a damaged result
+record is skipped by ``report``; atomic writes land 0644.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def write_slu(root: Path, corpus: str) -> Path:
 
 def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = CASE_TIMEOUT,
         code: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    # at WARNING: progress (info) is not what a case is about; warnings and the error line still show
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TINYDISTILL_LOG_LEVEL": "WARNING", **(env or {})}
     env.pop("TINYDISTILL_DEBUG", None)
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "experiments.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

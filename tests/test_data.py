@@ -208,6 +208,6 @@ def test_cli_data_fetch_downloads_into_the_cache(server, tmp_path, monkeypatch, 
     assert len(server.hits) == 2 and "ready in" in capsys.readouterr().out
     monkeypatch.setitem(datasets.DATASETS, "toy", toy_dataset(server, archive_checksum="md5:" + "0" * 32))
     (tmp_path / "data" / "toy" / "train.tsv").unlink()
-    assert main(["data", "fetch", "toy"]) == 2  # DownloadError: one line, exit 2
+    assert main(["data", "fetch", "toy"]) == 1  # DownloadError: one line, exit 1 (failed, not bad input)
     assert "checksum mismatch" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["toy"]  # old folder kept, no temp dirs

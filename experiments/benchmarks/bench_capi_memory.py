@@ -12,7 +12,7 @@ written by ``experiments/benchmarks/bench_compress.py``) is measured in a fresh 
 Both time tokenisation + model at batch 1 / 16 tokens / 1 thread (p50 over ``--runs`` calls after 20
 warm-up calls) and report the peak RSS (VmHWM) of the process.  Ratios are against the first directory on the
 same runtime.  Both sides time tokenizer + model only (no decoding), to isolate the runtime's own cost;
-``tinydistill bench DIR ... --backend onnxruntime-c`` measures the whole C-API predictor end to end.
+``tinydistill bench DIR ... --runtime onnxruntime-c`` measures the whole C-API predictor end to end.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
     if runtime == "python-ort":
         from compress.predictor import Predictor
 
-        predictor = Predictor.from_dir(model_dir, backend="onnxruntime", threads=1)
+        predictor = Predictor.from_dir(model_dir, runtime="onnxruntime", threads=1)
         p50 = time_ms(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))),
                     runs, 20)["p50"]
     else:

@@ -139,7 +139,7 @@ def measure_rounds(args, dirs: dict[str, Path]) -> dict:
         for g, rows in groups.items():
             backend = "onnxruntime-c" if g.startswith(("onnxruntime-c", "tradeoff")) else None
             order = rows if r % 2 == 0 else rows[::-1]
-            res = bench_dirs([dirs[k] for _, k in order], backend=backend, threads=args.threads, runs=args.runs,
+            res = bench_dirs([dirs[k] for _, k in order], runtime=backend, threads=args.threads, runs=args.runs,
                              throughput_batches=(), log=lambda m: None)
             for (name, _), one in zip(order, res):
                 results[g][name].append(one)
@@ -296,7 +296,7 @@ def main() -> int:
     for k, v in step_deltas.items():
         say(f"  {k}: {v:+.2f} pp [{'ok' if -v <= TARGETS['accuracy_drop'] else 'MISSED'}]")
     say("  pending equal-budget controls: " + ", ".join(pending))
-    say("\n`tinydistill predict DIR TEXT --backend onnxruntime-c`, a process of its own (CLI included), peak RSS "
+    say("\n`tinydistill predict DIR TEXT --runtime onnxruntime-c`, a process of its own (CLI included), peak RSS "
         "(/usr/bin/time -v 'Maximum resident set size'; median [min-max] over rounds):")
     for name, values in cli_rss.items():
         say(f"  {name}: {statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}] MiB")
@@ -337,11 +337,11 @@ def main() -> int:
 
 
 def predict_process_rss(model_dir: Path) -> float:
-    """Peak RSS (MiB) of ``tinydistill predict DIR TEXT --backend onnxruntime-c`` as ``/usr/bin/time -v`` reports
+    """Peak RSS (MiB) of ``tinydistill predict DIR TEXT --runtime onnxruntime-c`` as ``/usr/bin/time -v`` reports
     it (``wait4``'s ``ru_maxrss`` of the child where /usr/bin/time is missing)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "experiments.cli", "predict", str(model_dir), "播放周杰伦的稻香", "--backend",
+    cmd = [sys.executable, "-m", "experiments.cli", "predict", str(model_dir), "播放周杰伦的稻香", "--runtime",
            "onnxruntime-c"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if Path("/usr/bin/time").is_file():
