@@ -29,9 +29,6 @@ class _Stderr(logging.StreamHandler):
     """A handler on whatever ``sys.stderr`` is when a record is written (pytest's capture, a redirect), not
     the stream that was current when logging was set up."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr

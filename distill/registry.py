@@ -170,14 +170,19 @@ KINDS: dict[str, str] = {
     "runtimes": "compress:RUNTIMES",
     "datasets": "tasks.datasets:DATASETS",
 }
-# Older names of kinds.  "backends" meant both an export format (config ``export:``) and a runtime
-# (``--backend``): it still names the export formats where one registry is wanted (config validation), and
-# ``tinydistill list backends`` shows both kinds.
-KIND_ALIASES: dict[str, str] = {"backends": "formats"}
+# Older names of kinds, and the kinds each stands for.  "backends" meant both an export format (config
+# ``export:``) and a runtime (``--backend``): ``tinydistill list backends`` shows both, and where one registry
+# is wanted (the config's ``export:`` validation) it is the first.
+KIND_ALIASES: dict[str, tuple[str, ...]] = {"backends": ("formats", "runtimes")}
+
+
+def kinds_of(kind: str) -> list[str]:
+    """The kinds ``kind`` (a kind or an older name) stands for."""
+    return list(KIND_ALIASES[kind]) if kind in KIND_ALIASES else [canonical_kind(kind)]
 
 
 def canonical_kind(kind: str) -> str:
-    kind = KIND_ALIASES.get(kind, kind)
+    kind = KIND_ALIASES[kind][0] if kind in KIND_ALIASES else kind
     if kind not in KINDS:
         close = difflib.get_close_matches(kind, list(KINDS) + list(KIND_ALIASES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

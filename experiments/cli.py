@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list what can be named: " + ", ".join(KINDS))
     p.add_argument("kind", nargs="?", metavar="KIND",
-                   help=f"one of: {' '.join(KINDS)} (default: all; {', '.join(KIND_ALIASES)}: formats and runtimes)")
+                   help=f"one of: {' '.join(KINDS)} (default: all; "
+                        + "; ".join(f"{old}: {' and '.join(new)}" for old, new in KIND_ALIASES.items()) + ")")
     p.add_argument("-v", "--verbose", action="store_true", help="more detail (parameter counts for models)")
 
     p = sub.add_parser("quickstart", help="whole pipeline offline on small generated in-car SLU data")
@@ -227,13 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every registry (or one): a ``KIND:`` line, then one ``  NAME  SUMMARY`` line per entry."""
-    from distill.registry import KIND_ALIASES, KINDS, canonical_kind, get_registry
+    from distill.registry import KINDS, get_registry, kinds_of
 
-    if args.kind in KIND_ALIASES:  # "backends" meant both export formats and runtimes
-        kinds = ["formats", "runtimes"]
-    else:
-        kinds = [canonical_kind(args.kind)] if args.kind else list(KINDS)
-    for kind in kinds:
+    for kind in kinds_of(args.kind) if args.kind else list(KINDS):
         registry = get_registry(kind)
         print(f"{kind}:")
         for entry in registry.entries():
