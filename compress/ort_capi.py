@@ -263,6 +263,18 @@ class CSession:
         return out, shape
 
 
+def open_csession(model_dir: Path, manifest: dict, threads: int = 1) -> CSession:
+    """The session of an ONNX/.ort model directory (``CPredictor`` and the ``onnxruntime-c`` runtime's
+    ``compress.runtimes.CApiSession`` both open theirs here)."""
+    initializers = None
+    if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
+        from compress.int4 import expand
+
+        initializers = expand(model_dir, manifest)
+    return CSession(Path(model_dir) / manifest.get("model_file", "model.onnx"), threads=threads,
+                    initializers=initializers)
+
+
 class CPredictor(TextPredictor):
     """Text -> decoded dict on ``CSession``: the same tokenizer, task encoding and decoding (and the same loop,
     ``TextPredictor``) as ``compress.predictor.Predictor``, but nothing in the process imports numpy or the
@@ -293,13 +305,7 @@ class CPredictor(TextPredictor):
         if task_obj is None:
             raise ValueError(f"{model_dir / 'manifest.json'}: no task recorded; the C-API predictor decodes with it")
         marks.append(("task", rss_kib()))
-        initializers = None
-        if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
-            from compress.int4 import expand
-
-            initializers = expand(model_dir, manifest)
-        session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=threads,
-                           initializers=initializers)
+        session = open_csession(model_dir, manifest, threads)
         marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 

@@ -157,17 +157,12 @@ class CApiSession(Session):
 
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
-        from compress.ort_capi import CSession
+        from compress.ort_capi import open_csession
 
         file = self.model_dir / manifest.get("model_file", "model.onnx")
         if not file.is_file():
             raise FileNotFoundError(f"{file}: ONNX model not found")
-        initializers = None
-        if manifest.get("int4"):
-            from compress.int4 import expand
-
-            initializers = expand(self.model_dir, manifest)
-        self.session = CSession(file, threads=threads, initializers=initializers)
+        self.session = open_csession(self.model_dir, manifest, threads)
 
     def run(self, feed):
         from array import array
