@@ -2,9 +2,9 @@
 
 ``open_predictor`` opens the predictor the runtime's registry entry names: ``compress.predictor.Predictor``
 (numpy, every runtime) or the numpy-free ``compress.ort_capi.CPredictor`` (the ``onnxruntime-c`` runtime).  It
-sits above both and above ``compress.common``, which they import, so nothing below imports it back.  Nothing here imports numpy at module
-level or before the predictor is chosen: ``tinydistill predict --runtime onnxruntime-c`` runs in a process
-without numpy or paddle.
+sits above both and above ``compress.common``, which they import, so nothing below imports it back.  Nothing
+here imports numpy at module level or before the predictor is chosen: ``tinydistill predict --runtime
+onnxruntime-c`` runs in a process without numpy or paddle.
 """
 from __future__ import annotations
 
