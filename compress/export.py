@@ -167,19 +167,43 @@ def build_onnx_int8(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     return {"model_file": "model.onnx", "precision": "int8", "quant": quant}
 
 
+def optimise_onnx(src: Path, target: Path) -> str:
+    """ONNX Runtime's graph optimisations (``ORT_ENABLE_EXTENDED``: constant folding, the fusions into
+    ``DynamicQuantizeMatMul``/``MatMulIntegerToFloat``/``SkipLayerNormalization``/``Gelu``...; not the layout
+    level, whose output is specific to this CPU) applied once, offline, and the optimised graph saved with its
+    weights inline: a session that loads it with optimisation off runs the same graph without building it, so no
+    optimiser (its code and its copies of the graph) runs in the deployed process.  Returns the ORT version."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(target)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+    if not Path(target).is_file():
+        raise ExportError(f"onnxruntime did not write the optimised model of {src}")
+    return ort.__version__
+
+
 def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     """``onnx-int8``, then its large INT8 tensors stored as 4-bit rows in ``model.int4`` that the predictor
     expands back to INT8 when it loads the model (``compress/int4.py``): INT4 size on disk, the INT8 kernels.
     ``int4_embedding`` (default true) packs the quantised embedding tables too, ``int4_block`` (default 64) is the
-    most values one step code covers; ``quantize_embedding`` as for ``onnx-int8``."""
+    most values one step code covers; ``quantize_embedding`` as for ``onnx-int8``.  ``offline_optimize`` (default
+    true): the graph is ONNX Runtime's optimised one (``optimise_onnx``; the manifest's ``graph_optimized``), which
+    the ``onnxruntime-c`` predictor loads with optimisation off (1.6 MiB lower peak RSS on the nano, same kernels)."""
     import onnx
 
     from compress.int4 import pack_int4
 
     with tempfile.TemporaryDirectory() as work:
         int8 = build_onnx_int8(src, manifest, Path(work), params)
+        graph, optimized = Path(work) / "model.onnx", None
+        if params.get("offline_optimize", True):
+            optimized = {"level": "extended", "by": f"onnxruntime {optimise_onnx(graph, Path(work) / 'opt.onnx')}"}
+            graph = Path(work) / "opt.onnx"
         int4_embedding = bool(int8["quant"]["embedding"]) and bool(params.get("int4_embedding", True))
-        model, blob, spec = pack_int4(onnx.load(str(Path(work) / "model.onnx")), embedding=int4_embedding,
+        model, blob, spec = pack_int4(onnx.load(str(graph)), embedding=int4_embedding,
                                       block=int(params.get("int4_block", 64)))
     (out / "model.onnx").write_bytes(model.SerializeToString())  # not onnx.save: it would chase the external data
     (out / spec["file"]).write_bytes(blob)
@@ -188,7 +212,8 @@ def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
                              "int8 kernels of onnxruntime dynamic quantisation at load", "int4_embedding": int4_embedding,
                   "int4_block": int(params.get("int4_block", 64)),
                   "int4_tensors": len(spec["tensors"]), "int4_max_relative_rms_error": spec["max_relative_rms_error"]})
-    return {"model_file": "model.onnx", "precision": "int4", "quant": quant, "int4": spec}
+    return {"model_file": "model.onnx", "precision": "int4", "quant": quant, "int4": spec,
+            **({"graph_optimized": optimized} if optimized else {})}
 
 
 def build_ort_mobile(src: Path, manifest: dict, out: Path, params: dict) -> dict:
@@ -302,7 +327,7 @@ def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: floa
     with atomic_dir(out_dir) as tmp:
         updates = builder(model_dir, manifest, tmp, params)
         new = {k: v for k, v in manifest.items() if k not in ("quant", "precision", "model_file", "verification",
-                                                              "int4")}
+                                                              "int4", "graph_optimized")}
         new.update({"format": entry.meta["format"], "backend": entry.name, "exported_from": str(model_dir)})
         new.update(updates)
         copy_tokenizer_files(model_dir, tmp, manifest)

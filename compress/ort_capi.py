@@ -35,7 +35,7 @@ _IDX = dict(GetErrorMessage=2, CreateEnv=3, CreateSession=7, Run=9, CreateSessio
             GetTensorTypeAndShape=65, CreateCpuMemoryInfo=69, AllocatorFree=76,
             GetAllocatorWithDefaultOptions=78, ReleaseEnv=92, ReleaseStatus=93, ReleaseMemoryInfo=94,
             ReleaseSession=95, ReleaseValue=96, ReleaseTensorTypeAndShapeInfo=99, ReleaseSessionOptions=100,
-            AddInitializer=150)
+            AddSessionConfigEntry=130, AddInitializer=150)
 _P = C.c_void_p
 _SIG = dict(
     GetErrorMessage=(C.c_char_p, [_P]), CreateEnv=(_P, [C.c_int, C.c_char_p, C.POINTER(_P)]),
@@ -56,7 +56,7 @@ _SIG = dict(
     GetAllocatorWithDefaultOptions=(_P, [C.POINTER(_P)]), ReleaseEnv=(None, [_P]), ReleaseStatus=(None, [_P]),
     ReleaseMemoryInfo=(None, [_P]), ReleaseSession=(None, [_P]), ReleaseValue=(None, [_P]),
     ReleaseTensorTypeAndShapeInfo=(None, [_P]), ReleaseSessionOptions=(None, [_P]),
-    AddInitializer=(_P, [_P, C.c_char_p, _P]))
+    AddSessionConfigEntry=(_P, [_P, C.c_char_p, C.c_char_p]), AddInitializer=(_P, [_P, C.c_char_p, _P]))
 _INT64, _FLOAT = 7, 1  # ONNXTensorElementDataType
 
 
@@ -102,6 +102,7 @@ class _Api:
             raise OSError(f"{path}: ONNX Runtime {self.version} does not serve OrtApi version {api_version}, "
                           f"which compress/ort_capi.py is written against (needs onnxruntime >= 1.{api_version})")
         self.api_version = api_version
+        self._table = table
         funcs = C.cast(table, C.POINTER(_P))
         for name, index in _IDX.items():
             restype, argtypes = _SIG[name]
@@ -134,9 +135,11 @@ class CSession:
     session options are released as soon as the session exists.
     """
 
-    def __init__(self, path, threads: int = 1, arena: bool = False, initializers=None):
+    def __init__(self, path, threads: int = 1, arena: bool = False, initializers=None, optimize: bool = True):
         """``initializers``: ``(buffer, [(name, dims, data_type, offset, nbytes), ...])`` (``compress.int4.expand``):
-        tensors the session takes from ``buffer`` instead of the model file; the buffer is kept alive here."""
+        tensors the session takes from ``buffer`` instead of the model file; the buffer is kept alive here.
+        ``optimize=False``: no graph optimisation at load (``ORT_DISABLE_ALL``), for a graph ONNX Runtime optimised
+        at export (``compress.export.optimise_onnx``; the manifest's ``graph_optimized``)."""
         a = self.a = api()
         self.env, self.session, self.mem = _P(), _P(), _P()
         self._initializers = []  # OrtValues (and the buffer under them) the session reads for its whole life
@@ -147,6 +150,8 @@ class CSession:
             a.check(a.SetIntraOpNumThreads(opts, threads))
             a.check(a.SetInterOpNumThreads(opts, 1))
             a.check(a.SetSessionExecutionMode(opts, 0))
+            if not optimize:
+                a.check(a.SetSessionGraphOptimizationLevel(opts, 0))
             if not arena:
                 a.check(a.DisableCpuMemArena(opts))
                 a.check(a.DisableMemPattern(opts))
@@ -265,14 +270,21 @@ class CSession:
 
 def open_csession(model_dir: Path, manifest: dict, threads: int = 1) -> CSession:
     """The session of an ONNX/.ort model directory (``CPredictor`` and the ``onnxruntime-c`` runtime's
-    ``compress.runtimes.CApiSession`` both open theirs here)."""
-    initializers = None
-    if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
-        from compress.int4 import expand
+    ``compress.runtimes.CApiSession`` both open theirs here).  A graph ONNX Runtime optimised at export (the
+    manifest's ``graph_optimized``) loads with optimisation off.  ``onnx-int4``: expanded into a private temporary
+    INT8 copy that ONNX Runtime loads as its own weights (``compress.int4.expanded_model``; it frees each weight
+    once prepacked), or, for exports before ``expanded_offset``, into user-owned INT8 initializers."""
+    model_dir = Path(model_dir)
+    model_file = model_dir / manifest.get("model_file", "model.onnx")
+    optimize = not manifest.get("graph_optimized")  # optimised once at export: load it as it is
+    if not manifest.get("int4"):
+        return CSession(model_file, threads=threads, optimize=optimize)
+    from compress.int4 import expand, expanded_model, has_expanded_layout
 
-        initializers = expand(model_dir, manifest)
-    return CSession(Path(model_dir) / manifest.get("model_file", "model.onnx"), threads=threads,
-                    initializers=initializers)
+    if has_expanded_layout(manifest):
+        with expanded_model(model_dir, manifest) as path:
+            return CSession(path, threads=threads, optimize=optimize)
+    return CSession(model_file, threads=threads, initializers=expand(model_dir, manifest), optimize=optimize)
 
 
 class CPredictor(TextPredictor):
