@@ -102,6 +102,22 @@ def load_runtime_library(runtime: str) -> None:
         getattr(loaded, func)()
 
 
+def rss_split_mib() -> dict:
+    """This process's resident memory now, by kind (``/proc/self/status``): ``anon`` (heap, stacks: private to the
+    process), ``file`` (mapped files: the code and read-only data of the interpreter, its extension modules and
+    libonnxruntime, shared with every process that maps them), ``shmem``.  Read at the end of the timed runs,
+    where RSS sits at (or near) its peak."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            for key, name in (("RssAnon:", "anon"), ("RssFile:", "file"), ("RssShmem:", "shmem")):
+                if line.startswith(key):
+                    out[name] = float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return out
+
+
 def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
     """MiB per stage from ``(stage, VmRSS KiB after it)`` marks; ``running`` is the peak above the last mark."""
     out, prev = {}, 0.0
@@ -138,6 +154,7 @@ def measure(model_dir: str, runtime: str | None, batch_size: int, seq_len: int, 
     model = time_ms(lambda: predictor.logits(feed), runs, warmup)
     e2e_cpu = time_ms(lambda: predictor.predict(batch, batch_size=batch_size), runs, 0, clock=time.process_time)
     peak_kib = peak_rss_kib()  # at the benchmark setting; larger throughput batches may raise it further
+    split = rss_split_mib()
     throughput = {}
     for b in throughput_batches:
         chunk = texts[:b]
@@ -149,7 +166,7 @@ def measure(model_dir: str, runtime: str | None, batch_size: int, seq_len: int, 
         "precision": m.get("precision", "fp32"), "size_bytes": deploy_size_bytes(model_dir),
         "seq_len": max(len(e.input_ids) for e in encoded), "batch_size": batch_size, "threads": threads,
         "load_s": load_s, "e2e_ms": e2e, "model_ms": model, "e2e_cpu_ms": e2e_cpu, "peak_rss_mib": peak_kib / 1024.0,
-        "memory_mib": memory_breakdown(marks, peak_kib),
+        "memory_mib": memory_breakdown(marks, peak_kib), "rss_split_mib": split,
         "peak_rss_mib_after_throughput": peak_rss_kib() / 1024.0,
         "throughput_per_s": throughput, "paddle_imported": "paddle" in sys.modules,
         "numpy_imported": "numpy" in sys.modules,

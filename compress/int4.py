@@ -169,14 +169,17 @@ def pack_int4(model, embedding: bool = True, min_elements: int = 4096, block: in
 
 
 # -- expansion (load side; standard library only) ------------------------------------------------------
-def _tables(div: float, zero_point: int, data_type: int) -> list[tuple[bytes, bytes]]:
-    """Per step code: (low-nibble, high-nibble) ``bytes.translate`` tables giving the stored byte values."""
+def _tables(div: float, zero_point: int, data_type: int) -> memoryview:
+    """``bytes.translate`` tables giving the stored byte values, for every step code ``c``: the low-nibble table
+    at ``[512 c, 512 c + 256)``, the high-nibble one right after it; one 128 KiB buffer (256 small ``bytes``
+    per table set would stay behind in the interpreter's heap after the expansion, ~0.3 MiB each)."""
     low, high = _RANGES[data_type]
-    out = []
+    out = bytearray(512 * 256)
     for c in range(256):
         vals = [min(high, max(low, round((q - 8) * c / div) + zero_point)) & 0xFF for q in range(16)]
-        out.append((bytes(vals[x & 15] for x in range(256)), bytes(vals[x >> 4] for x in range(256))))
-    return out
+        out[512 * c:512 * c + 256] = bytes(vals[x & 15] for x in range(256))
+        out[512 * c + 256:512 * (c + 1)] = bytes(vals[x >> 4] for x in range(256))
+    return memoryview(out)
 
 
 def iter_expanded(model_dir, manifest: dict):
@@ -201,9 +204,9 @@ def iter_expanded(model_dir, manifest: dict):
             pos = 0
             for i in range(rows):
                 chunk = data[rows + i * half:rows + (i + 1) * half]
-                lo, hi = table[data[i]]
-                buf[pos:pos + half] = chunk.translate(lo)
-                buf[pos + half:pos + n] = chunk.translate(hi)[:n - half]
+                c = 512 * data[i]
+                buf[pos:pos + half] = chunk.translate(table[c:c + 256])
+                buf[pos + half:pos + n] = chunk.translate(table[c + 256:c + 512])[:n - half]
                 pos += n
             yield t, buf
 

@@ -135,17 +135,24 @@ class CSession:
     session options are released as soon as the session exists.
     """
 
-    def __init__(self, path, threads: int = 1, arena: bool = False, initializers=None, optimize: bool = True):
+    def __init__(self, path, threads: int = 1, arena: bool = False, initializers=None, optimize: bool = True,
+                 rss_marks: list | None = None):
         """``initializers``: ``(buffer, [(name, dims, data_type, offset, nbytes), ...])`` (``compress.int4.expand``):
         tensors the session takes from ``buffer`` instead of the model file; the buffer is kept alive here.
         ``optimize=False``: no graph optimisation at load (``ORT_DISABLE_ALL``), for a graph ONNX Runtime optimised
-        at export (``compress.export.optimise_onnx``; the manifest's ``graph_optimized``)."""
+        at export (``compress.export.optimise_onnx``; the manifest's ``graph_optimized``).  ``rss_marks``: gets
+        ``("runtime environment", VmRSS KiB)`` once the environment exists (for the benchmark's breakdown: creating
+        the first environment registers ONNX Runtime's operator schemas, ~11 MiB, whatever the model)."""
         a = self.a = api()
         self.env, self.session, self.mem = _P(), _P(), _P()
         self._initializers = []  # OrtValues (and the buffer under them) the session reads for its whole life
         opts = _P()
         try:
             a.check(a.CreateEnv(3, b"tinydistill", C.byref(self.env)))
+            if rss_marks is not None:
+                from compress.common import rss_kib
+
+                rss_marks.append(("runtime environment", rss_kib()))
             a.check(a.CreateSessionOptions(C.byref(opts)))
             a.check(a.SetIntraOpNumThreads(opts, threads))
             a.check(a.SetInterOpNumThreads(opts, 1))
@@ -268,7 +275,7 @@ class CSession:
         return out, shape
 
 
-def open_csession(model_dir: Path, manifest: dict, threads: int = 1) -> CSession:
+def open_csession(model_dir: Path, manifest: dict, threads: int = 1, rss_marks: list | None = None) -> CSession:
     """The session of an ONNX/.ort model directory (``CPredictor`` and the ``onnxruntime-c`` runtime's
     ``compress.runtimes.CApiSession`` both open theirs here).  A graph ONNX Runtime optimised at export (the
     manifest's ``graph_optimized``) loads with optimisation off.  ``onnx-int4``: expanded into a private temporary
@@ -278,13 +285,18 @@ def open_csession(model_dir: Path, manifest: dict, threads: int = 1) -> CSession
     model_file = model_dir / manifest.get("model_file", "model.onnx")
     optimize = not manifest.get("graph_optimized")  # optimised once at export: load it as it is
     if not manifest.get("int4"):
-        return CSession(model_file, threads=threads, optimize=optimize)
+        return CSession(model_file, threads=threads, optimize=optimize, rss_marks=rss_marks)
     from compress.int4 import expand, expanded_model, has_expanded_layout
 
     if has_expanded_layout(manifest):
         with expanded_model(model_dir, manifest) as path:
-            return CSession(path, threads=threads, optimize=optimize)
-    return CSession(model_file, threads=threads, initializers=expand(model_dir, manifest), optimize=optimize)
+            if rss_marks is not None:
+                from compress.common import rss_kib
+
+                rss_marks.append(("int4 expansion", rss_kib()))
+            return CSession(path, threads=threads, optimize=optimize, rss_marks=rss_marks)
+    return CSession(model_file, threads=threads, initializers=expand(model_dir, manifest), optimize=optimize,
+                    rss_marks=rss_marks)
 
 
 class CPredictor(TextPredictor):
@@ -317,7 +329,7 @@ class CPredictor(TextPredictor):
         if task_obj is None:
             raise ValueError(f"{model_dir / 'manifest.json'}: no task recorded; the C-API predictor decodes with it")
         marks.append(("task", rss_kib()))
-        session = open_csession(model_dir, manifest, threads)
+        session = open_csession(model_dir, manifest, threads, rss_marks=marks)
         marks.append(("session (model)", rss_kib()))
         return cls(model_dir, manifest, session, tokenizer, task_obj)
 

@@ -373,8 +373,42 @@ def test_int4_export_is_smaller_agrees_with_its_source_and_expands_exactly(int4_
     assert set(kept) == set(int8) and all(not kept[n].raw_data for n, *_ in layout)
     import onnxruntime as ort
 
-    with pytest.raises(Exception, match="external data size mismatch"):  # model.onnx alone: no silent garbage
+    with pytest.raises(Exception, match="out of bounds|external data size mismatch"):  # model.onnx alone: refused
         ort.InferenceSession(str(out / "onnx-int4" / "model.onnx"))
+
+
+def test_int4_lean_load_is_an_optimised_int8_model_with_the_same_outputs(int4_exports, tmp_path, monkeypatch):
+    """The onnx-int4 export holds ONNX Runtime's optimised graph (every quantised weight of its fused
+    DynamicQuantizeMatMul/MatMulIntegerToFloat nodes still packed) and the lean predictor's default load (the
+    expanded INT8 copy in a private temporary directory, optimisation off) gives the same outputs as user-owned
+    initializers with optimisation on, and leaves no temporary files."""
+    import onnx
+
+    from compress.common import read_manifest
+    from compress.int4 import expand, expanded_model, has_expanded_layout, pack_int4
+    from compress.ort_capi import CPredictor, CSession
+
+    out, _ = int4_exports
+    d = out / "onnx-int4"
+    manifest = read_manifest(d)
+    assert manifest["graph_optimized"]["level"] == "extended" and has_expanded_layout(manifest)
+    ops = {n.op_type for n in onnx.load(str(d / "model.onnx"), load_external_data=False).graph.node}
+    assert "MatMulInteger" not in ops and ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+    _, _, spec8 = pack_int4(onnx.load(str(out / "onnx-int8" / "model.onnx")))
+    assert len(manifest["int4"]["tensors"]) == len(spec8["tensors"])  # nothing left unpacked by the fusions
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    lean = CPredictor.from_dir(d)
+    assert not list(tmp_path.iterdir())  # the expanded copy is gone once the session exists
+    feed = lean.collate(lean.encode(lean.examples(["播放刘德华的忘情水", "导航到最近的加油站", "打电话给妈妈"])))
+    with CSession(d / "model.onnx", initializers=expand(d, manifest), optimize=True) as user_owned:
+        want = user_owned.run(feed)
+    got = lean.session.run(feed)
+    for (a, sa), (b, sb) in zip(got, want):
+        assert sa == sb and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    with expanded_model(d, manifest) as path:
+        assert (path.parent / manifest["int4"]["file"]).stat().st_size == max(
+            t["expanded_offset"] + t["dims"][0] * t["dims"][1] for t in manifest["int4"]["tensors"])
+    assert not list(tmp_path.iterdir())
 
 
 def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch):

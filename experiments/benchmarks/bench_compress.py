@@ -168,13 +168,15 @@ def summarise(measured: dict, dirs: dict[str, Path], accuracy: dict) -> dict:
             figures = {"e2e_ms": [x["e2e_ms"]["p50"] for x in runs], "e2e_cpu_ms": [x["e2e_cpu_ms"]["p50"] for x in runs],
                        "model_ms": [x["model_ms"]["p50"] for x in runs], "peak_rss_mib": [x["peak_rss_mib"] for x in runs]}
             breakdown = {k: med([x["memory_mib"][k] for x in runs]) for k in runs[0]["memory_mib"]}
+            split = {k: med([x.get("rss_split_mib", {}).get(k, float("nan")) for x in runs])
+                     for k in runs[0].get("rss_split_mib", {})}
             acc = accuracy[key]["sentence_accuracy"]
             row = {"name": name, "dir": str(dirs[key]), "runtime": runs[0]["runtime"], "precision": runs[0]["precision"],
                    "size_bytes": runs[0]["size_bytes"], "size_pct": 100.0 * runs[0]["size_bytes"] / base[0]["size_bytes"],
                    "sentence_accuracy": acc,
                    "accuracy_delta": acc - accuracy[rows[0][1]]["sentence_accuracy"],
                    "numpy_imported": runs[0]["numpy_imported"], "paddle_imported": runs[0]["paddle_imported"],
-                   "memory_mib": breakdown}
+                   "memory_mib": breakdown, "rss_split_mib": split}
             for k, v in {**figures, **ratios}.items():
                 row[k] = med(v)
                 row[k + "_spread"] = [min(v), max(v)]
@@ -231,6 +233,7 @@ def main() -> int:
     ap.add_argument("--bench-only", action="store_true",
                     help="only measure the directories an earlier run left in --out (exports still missing are made)")
     ap.add_argument("--record", metavar="PATH", help="also write the report to PATH.md and the JSON to PATH.json")
+    ap.add_argument("--note", default="", help="a line for the recorded report (e.g. the machine's load)")
     ap.add_argument("--fallback-tolerance", type=float, default=5.0,
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
     args = ap.parse_args()
@@ -292,6 +295,15 @@ def main() -> int:
         for r in summary[g]:
             say(f"  {g:<17} {r['name']:<28} " + ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mib"].items())
                   + f"; numpy {'loaded' if r['numpy_imported'] else 'not loaded'}")
+    say("resident at the end of the timed runs, MiB (median; anon = private heap/stacks, file = mapped code and data "
+        "of the interpreter, its modules and the runtime library, shared with other processes that map them):")
+    for g in GROUPS:
+        base = summary[g][0].get("rss_split_mib") or {}
+        for r in summary[g]:
+            sp = r.get("rss_split_mib") or {}
+            if "anon" in sp and "anon" in base:
+                say(f"  {g:<17} {r['name']:<28} anon {sp['anon']:.1f} ({-100.0 * (1 - sp['anon'] / base['anon']):+.1f} %)"
+                    f", file {sp['file']:.1f}")
     say("\ndev sentence accuracy, steps that do not train (compression effect alone):")
     for k, v in step_deltas.items():
         say(f"  {k}: {v:+.2f} pp [{'ok' if -v <= TARGETS['accuracy_drop'] else 'MISSED'}]")
@@ -328,7 +340,8 @@ def main() -> int:
             "# Compression beyond the ERNIE 3.0 Tiny reference (issue #12): bench_compress.py\n\n"
             f"Command: `python experiments/benchmarks/bench_compress.py {' '.join(sys.argv[1:])}`  \n"
             f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; machine: {os.cpu_count()} CPU cores shared "
-            "with other jobs; batch 1, 16 tokens, 1 thread, every directory in a fresh process.\n\n```\n"
+            "with other jobs; batch 1, 16 tokens, 1 thread, every directory in a fresh process.\n\n"
+            + (f"{args.note}\n\n" if args.note else "") + "```\n"
             + "\n".join(lines).strip() + "\n```\n")
         import shutil
 
