@@ -132,6 +132,8 @@ def measure_rounds(args, dirs: dict[str, Path]) -> dict:
 
     groups = dict(GROUPS)
     groups["tradeoff (onnxruntime-c)"] = TRADEOFF
+    if args.groups:  # a subset (on a loaded machine); the groups not listed are not measured
+        groups = {g: rows for g, rows in groups.items() if g.split(" ")[0] in args.groups.split(",")}
     results: dict = {g: {name: [] for name, _ in rows} for g, rows in groups.items()}
     loads = []
     for r in range(args.rounds):
@@ -203,7 +205,7 @@ def verdicts(summary: dict, step_deltas: dict) -> dict:
     """``met`` per runtime for the final (last) row of each group, from the medians."""
     out = {}
     worst_step = min(v for v in step_deltas.values() if v is not None)
-    for g in GROUPS:
+    for g in [g for g in GROUPS if g in summary]:
         final = summary[g][-1]
         measured = {"size_pct": final["size_pct"], "e2e_speedup": final["e2e_speedup"],
                     "e2e_cpu_speedup": final["e2e_cpu_speedup"], "rss_reduction_pct": final["rss_reduction_pct"],
@@ -233,6 +235,10 @@ def main() -> int:
     ap.add_argument("--bench-only", action="store_true",
                     help="only measure the directories an earlier run left in --out (exports still missing are made)")
     ap.add_argument("--record", metavar="PATH", help="also write the report to PATH.md and the JSON to PATH.json")
+    ap.add_argument("--groups", default="", help="measure only these runtimes' groups (comma-separated first words: "
+                    "paddle-inference, onnxruntime, onnxruntime-c, tradeoff); default all")
+    ap.add_argument("--dev-from", metavar="OUT", help="an earlier run's --out: reuse its dev metrics for every directory "
+                    "whose files are byte-identical to the one at the same place there")
     ap.add_argument("--note", default="", help="a line for the recorded report (e.g. the machine's load)")
     ap.add_argument("--fallback-tolerance", type=float, default=5.0,
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
@@ -262,7 +268,11 @@ def main() -> int:
 
     keys = sorted({k for rows in list(GROUPS.values()) + [TRADEOFF] for _, k in rows}
                   | {"vocab_prune", "width_prune", "qat", "qat-float-onnx"})
-    accuracy = {k: dev_metrics(dirs[k], args.data_dir) for k in keys}
+    reused = reusable_dev(args.dev_from, out, dirs, keys) if args.dev_from else {}
+    accuracy = {k: reused[k] if k in reused else dev_metrics(dirs[k], args.data_dir) for k in keys}
+    if reused:
+        print(f"[bench_compress] dev metrics reused from {args.dev_from} (same files): {', '.join(sorted(reused))}",
+              flush=True)
     acc = {k: v["sentence_accuracy"] for k, v in accuracy.items()}
     step_deltas = {  # steps that do not train: the compression effect alone
         "vocab_prune (vs FP32)": acc["vocab_prune"] - acc["fp32-onnx"],
@@ -291,13 +301,13 @@ def main() -> int:
         say()
     say("peak RSS breakdown, MiB (median over rounds; VmRSS growth per stage, 'running' = peak above the loaded "
           "process):")
-    for g in GROUPS:
+    for g in [g for g in GROUPS if g in summary]:
         for r in summary[g]:
             say(f"  {g:<17} {r['name']:<28} " + ", ".join(f"{k} {v:.1f}" for k, v in r["memory_mib"].items())
                   + f"; numpy {'loaded' if r['numpy_imported'] else 'not loaded'}")
     say("resident at the end of the timed runs, MiB (median; anon = private heap/stacks, file = mapped code and data "
         "of the interpreter, its modules and the runtime library, shared with other processes that map them):")
-    for g in GROUPS:
+    for g in [g for g in GROUPS if g in summary]:
         base = summary[g][0].get("rss_split_mib") or {}
         for r in summary[g]:
             sp = r.get("rss_split_mib") or {}
@@ -347,6 +357,37 @@ def main() -> int:
 
         shutil.copy2(out / "bench_compress.json", record.with_suffix(".json"))
     return 0
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether two model directories hold byte-identical files (the same names and contents)."""
+    def listing(d: Path) -> dict:
+        return {str(p.relative_to(d)): p for p in d.rglob("*") if p.is_file()}
+
+    la, lb = listing(a), listing(b)
+    return bool(la) and la.keys() == lb.keys() and all(
+        la[k].stat().st_size == lb[k].stat().st_size and la[k].read_bytes() == lb[k].read_bytes() for k in la)
+
+
+def reusable_dev(old_out: str, out: Path, dirs: dict[str, Path], keys) -> dict:
+    """Dev metrics of ``old_out/bench_compress.json`` for the directories that are unchanged since (every file
+    byte-identical to the one at the same relative place under ``old_out``): evaluating them again would give the
+    same numbers, and on a loaded machine costs most of the run."""
+    old_out = Path(old_out)
+    try:
+        old = json.loads((old_out / "bench_compress.json").read_text())["dev"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    reused = {}
+    for k in keys:
+        d = Path(dirs[k]).resolve()
+        try:
+            rel = d.relative_to(out)
+        except ValueError:
+            continue
+        if k in old and (old_out / rel).is_dir() and _same_files(d, old_out / rel):
+            reused[k] = old[k]
+    return reused
 
 
 def predict_process_rss(model_dir: Path) -> float:
