@@ -194,9 +194,9 @@ def latency_worker(model_dir: str, runs: int, warmup: int, backend: str | None =
     CPU time (``time.process_time``): CPU time leaves out the waits for a core on a loaded machine."""
 
     from compress.bench import texts_of_length
-    from compress.common import open_predictor
+    from compress.predictors import open_predictor
 
-    p = open_predictor(model_dir, backend=backend, threads=1)
+    p = open_predictor(model_dir, runtime=backend, threads=1)
     texts = texts_of_length(p, 16, 8)
     for i in range(warmup):
         p.predict([texts[i % 8]], batch_size=1)
@@ -330,7 +330,7 @@ def main() -> int:
             load = os.getloadavg()[0]
             by = {}
             for i in order:  # every directory on the runtime its row names, in a fresh process
-                by[i] = bench_dirs([dirs[i]], backend=backends[i], batch_size=1, seq_len=16, threads=1, runs=args.runs,
+                by[i] = bench_dirs([dirs[i]], runtime=backends[i], batch_size=1, seq_len=16, threads=1, runs=args.runs,
                                    warmup=args.warmup, throughput_batches=(), log=lambda m: print(m, flush=True))[0]
             rounds.append({"order": order, "load1_before": load, "load1_after": os.getloadavg()[0],
                            "results": [by[i] for i in range(len(dirs))]})
