@@ -80,10 +80,13 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
                             "dev_dedup": mt.get(f"{prefix}.dev_dedup.{metric}", {}).get("value")})
     member_runs = find_records(teachers_exp) if teachers_exp is not None and teachers_exp.is_dir() else []
     member_rows, curves = [], {}
+    config = (any_kd.records[0].get("config") or {}) if any_kd is not None else {}
+    inits = [str((t or {}).get("init", "")) for t in [config.get("teacher")] + list(config.get("teachers") or [])]
     for rec in member_runs:
         mt = rec["metrics"]
         name = f"{rec.get('student', '?')} s{rec.get('seed')}"
-        member_rows.append([name, f"{mt.get(f'student.dev.{metric}', {}).get('value', float('nan')):.2f}",
+        used = any(f"/{rec.get('run_id')}/" in init for init in inits)
+        member_rows.append([name, "yes" if used else "no (trained, left out)", f"{mt.get(f'student.dev.{metric}', {}).get('value', float('nan')):.2f}",
                             f"{mt.get(f'student.dev_dedup.{metric}', {}).get('value', float('nan')):.2f}",
                             f"{int(mt.get('student.train_steps', {}).get('value', 0))} "
                             f"({mt.get('student.train_epochs', {}).get('value', 0):.1f})",
@@ -132,8 +135,8 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
               f"+{PROTOCOL_TARGETS['teacher_above_no_kd_pp']:g})."
               if teacher["dev"] is not None and margin is not None else "Teacher metrics missing."), ""]
     if member_rows:
-        lines += ["Its members, each trained alone to its plateau:", "",
-                  to_markdown(["member", f"dev {metric} (%)", f"dev unseen {metric} (%)", "steps run (epochs)",
+        lines += ["The candidate members, each trained alone to its plateau (same training subset):", "",
+                  to_markdown(["member", "in the ensemble", f"dev {metric} (%)", f"dev unseen {metric} (%)", "steps run (epochs)",
                                "best step"], member_rows), ""]
     lines += ["Nano students (scratch ERNIE 3.0 Tiny nano), each to its plateau:", "", to_markdown(table[0], table[1:]),
               ""]
