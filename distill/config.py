@@ -7,6 +7,10 @@ One engine serves teacher fine-tuning, the no-KD student baseline and distillati
     Tang et al. 2019:        losses: [{type: logits_mse}], augment: {p_mask: 0.1, p_pos: 0.1, p_ng: 0.25, n_iter: 20}
     Hinton KD + TinyBERT:    losses: [{type: soft_ce, temperature: 2}, {type: hard_ce, weight: 0.5},
                                       {type: hidden_mse, layer_map: {0: 0, 6: 1, 12: 2}}]
+    TextBrewer-style matches:  losses: [{type: intermediate, matches: [{teacher: 12, student: 4},
+                                      {teacher: encoder.layers.11, student: rnn, loss: hidden_mse}]}]
+
+Each loss entry is checked against that loss's own parameter class (``LossConfig``, ``distill.losses``).
 """
 from __future__ import annotations
 
@@ -31,32 +35,72 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    """One loss term.  ``type`` names an entry of ``distill.losses.LOSSES`` (``tinydistill list losses``)."""
+    """What every loss entry has.  ``type`` names an entry of ``distill.losses.LOSSES`` (``tinydistill list
+    losses``); the rest of an entry is that loss's own parameters, a subclass of this one declared with the
+    loss (``Loss.Params``, e.g. ``SoftCE.Params`` adds ``heads``, ``temperature``, ``temperature_schedule``).
+    Loading a ``LossConfig`` picks the class from ``type``, so a key another loss takes (``layer_map`` on
+    ``soft_ce``) is an unknown key naming the loss's own keys."""
 
     type: str
     weight: float = 1.0
-    #: softmax temperature (soft_ce, attention-free losses ignore it)
-    temperature: float = 1.0
     weight_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    temperature_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    #: heads this (logits-level) loss applies to; default: every head of the task
-    heads: list[str] | None = None
-    #: hidden_mse / attention_kl: {teacher_layer: student_layer}; 0 = embeddings for hidden states,
-    #: attention layers count from 1.  Default: uniform map (see distill.layermap)
-    layer_map: dict[int, int] | None = None
-    #: minilm: number of relation heads for the value relation (default: the student's attention heads)
-    relation_heads: int | None = None
-    #: which teacher provides hidden states / attentions for representation losses (multi-teacher runs)
-    teacher_index: int = 0
 
     def validate(self) -> None:
-        require(self, "temperature", gt=0)
         require(self, "weight", ge=0)
-        require(self, "relation_heads", ge=1)
-        require(self, "teacher_index", ge=0)
-        for t, s in (self.layer_map or {}).items():
-            if t < 0 or s < 0:
-                raise ValueError(f"layer_map: layers count from 0 (embeddings), got {{{t}: {s}}}")
+
+    @classmethod
+    def config_class_for(cls, data: dict, path: str) -> tuple[type, str]:
+        """The parameter class of loss ``data["type"]`` (``distill.schema.from_dict`` calls this)."""
+        from distill.losses import LOSSES
+        from distill.registry import RegistryError
+
+        if "type" not in data:
+            raise ConfigError(f"{path}.type: required key is missing (the loss: tinydistill list losses)")
+        if not isinstance(data["type"], str):
+            raise ConfigError(f"{path}.type: expected a registered loss name, got {data['type']!r}")
+        try:
+            name = LOSSES.canonical(data["type"])
+        except RegistryError as exc:
+            raise ConfigError(f"{path}.type: {exc}") from None
+        return LOSSES.get(name).Params, f"loss {name!r}"
+
+    @property
+    def active(self) -> bool:
+        """Whether the term counts at some step (a weight of 0 throughout switches a loss off)."""
+        end = self.weight_schedule.end if self.weight_schedule.type != "constant" else None
+        return self.weight > 0 or bool(end and end > 0)
+
+
+def loss_config(type: str, path: str = "loss", **params) -> LossConfig:
+    """``{type: ..., **params}`` checked against the loss's own parameter class."""
+    return from_dict(LossConfig, {"type": type, **params}, path)
+
+
+#: the keys every loss entry had, with their defaults, when one class held the fields of every loss
+_UNION_KEYS = {"weight": 1.0, "temperature": 1.0, "weight_schedule": {"type": "constant", "end": None},
+               "temperature_schedule": {"type": "constant", "end": None}, "heads": None, "layer_map": None,
+               "relation_heads": None, "teacher_index": 0}
+
+
+def loss_identity(obj):
+    """``obj`` (a plain config mapping) with every resolved loss entry in the shape it had before each loss
+    declared its own parameters: the keys of the former union class filled in with their defaults, later
+    keys only where set.  Run ids, teacher keys and checkpoints hash this view, so the configs that ran
+    before keep their results.  A resolved entry is one that ``to_dict`` wrote (it has ``weight_schedule``);
+    entries kept as written (compression steps' ``losses``) are hashed as written, as before."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if key == "losses" and isinstance(value, list) and value and \
+                    all(isinstance(v, dict) and "type" in v and "weight_schedule" in v for v in value):
+                out[key] = [{**_UNION_KEYS, **{k: v for k, v in loss.items() if k in _UNION_KEYS or k == "type"
+                                                 or v is not None}} for loss in value]
+            else:
+                out[key] = loss_identity(value)
+        return out
+    if isinstance(obj, list):
+        return [loss_identity(v) for v in obj]
+    return obj
 
 
 @dataclass
@@ -116,7 +160,7 @@ class DistillConfig:
     warmup_ratio: float = 0.1
     lr_schedule: Literal["linear", "constant"] = "linear"
     max_grad_norm: float | None = 1.0
-    losses: list[LossConfig] = field(default_factory=lambda: [LossConfig(type="hard_ce")])
+    losses: list[LossConfig] = field(default_factory=lambda: [loss_config("hard_ce")])
     augment: AugmentConfig | None = None
     mixing: MixingConfig = field(default_factory=MixingConfig)
     #: evaluate on dev (and checkpoint) every N steps; default: at the end of every epoch
@@ -152,13 +196,5 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None, path: str = "distill") -> "DistillConfig":
-        """Strict load; also checks that every loss type is registered (error names the key path)."""
-        cfg = from_dict(cls, data or {}, path)
-        from distill.losses import LOSSES
-        from distill.registry import RegistryError
-        for i, loss in enumerate(cfg.losses):
-            try:
-                LOSSES.canonical(loss.type)
-            except RegistryError as exc:
-                raise ConfigError(f"{path}.losses[{i}].type: {exc}") from None
-        return cfg
+        """Strict load (each loss entry against its own parameter class; errors name the key path)."""
+        return from_dict(cls, data or {}, path)

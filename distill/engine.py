@@ -38,13 +38,13 @@ from typing import Sequence
 from distill.augment import augment_examples
 from distill.batching import collate, encode_examples, epoch_batches, evaluate, model_forward
 from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.config import DistillConfig
+from distill.config import DistillConfig, loss_identity
 from distill.fsutil import write_json
-from distill.losses import LOSSES, LossInputs, LossSetup, build_losses
+from distill.hooks import FeatureCapture, probe
+from distill.losses import LossInputs, LossSetup, build_losses, uses_teacher
 from distill.runtime import available_cores, seed_everything, set_cpu_threads
-from distill.schedules import scheduled
 from distill.schema import ConfigError, to_dict
-from distill.teaching import TeacherTargets, ValueCapture, hidden_widths, same_tokenization
+from distill.teaching import TeacherTargets, same_tokenization
 
 #: test hook: SIGKILL the training process right after this optimisation step (simulates a crash)
 KILL_ENV = "TINYDISTILL_KILL_AFTER_STEP"
@@ -112,7 +112,7 @@ class TrainResult:
 
 
 def config_hash(config: DistillConfig, n_train: int) -> str:
-    cfg = to_dict(config)
+    cfg = loss_identity(to_dict(config))   # loss entries as hashed before each loss had its own parameters
     for key in ("progress", "log_every", "cache_dir", "teacher_cache", "threads"):  # do not change results
         cfg.pop(key, None)
     return hashlib.sha1(json.dumps([cfg, n_train], sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -172,23 +172,30 @@ class Distiller:
             raise ConfigError("distill: no training examples")
         examples = self.train_examples
         if cfg.augment is not None:
-            if not self.teachers or not any(LOSSES.get(c.type).needs_teacher for c in cfg.losses):
+            if not self.teachers or not uses_teacher(cfg.losses):
                 raise ConfigError("distill.augment: augmented copies have no gold labels; they need a teacher and "
                                   "a loss that reads it (soft_ce, logits_mse, ...) - add them or remove 'augment'")
             examples = examples + augment_examples(examples, cfg.augment, cfg.seed)
         self.encoded = encode_examples(task, examples, tok)
         self.dev_encoded = encode_examples(task, self.dev_examples, tok)
         aligned = all(same_tokenization(tok, t_tok) for _, t_tok in self.teachers)
-        setup = LossSetup(task.heads(), self.student, [m for m, _ in self.teachers], aligned)
-        if any(LOSSES.get(c.type).needs & {"hidden_states"} for c in cfg.losses) and self.teachers:
-            setup.student_widths = hidden_widths(self.student, task, self.encoded[:2], tok.pad_token_id)
-            setup.teacher_widths = [hidden_widths(m, task, encode_examples(task, examples[:2], t_tok),
-                                                  t_tok.pad_token_id) for m, t_tok in self.teachers]
+        # features by module path: one capture per model, whose hooks the losses register while they are built
+        self.captures = [FeatureCapture(self.student, "student", self._hooks)] + \
+            [FeatureCapture(m, "teacher" if len(self.teachers) == 1 else f"teacher {k}", self._hooks)
+             for k, (m, _) in enumerate(self.teachers)]
+
+        def probe_forward(k, hidden):  # k: None = the student, else teacher k (sizes the losses' projections)
+            model, t_tok = (self.student, tok) if k is None else self.teachers[k]
+            enc = self.encoded[:2] if k is None else encode_examples(task, examples[:2], t_tok)
+            return probe(model, task, enc, t_tok.pad_token_id, self.captures[0 if k is None else k + 1], hidden)
+
+        setup = LossSetup(task.heads(), self.student, [m for m, _ in self.teachers], aligned,
+                          student_features=self.captures[0], teacher_features=self.captures[1:], probe=probe_forward)
         self.losses = build_losses(cfg.losses, setup)
         self.needs = set().union(*(l.needs for l in self.losses))
-        self.student_values = ValueCapture(self.student, "student", self._hooks) if "values" in self.needs else None
         t0 = time.perf_counter()
-        self.targets = TeacherTargets(task, self.teachers, examples, self.encoded, tok, cfg, self.losses, self._hooks)
+        self.targets = TeacherTargets(task, self.teachers, examples, self.encoded, tok, cfg, self.losses,
+                                      self.captures[1:])
         self.teacher_seconds = time.perf_counter() - t0 if self.targets.per_example is not None else 0.0
 
         self.lengths = [len(e.input_ids) for e in self.encoded]
@@ -290,26 +297,24 @@ class Distiller:
         import paddle
         import paddle.distributed as dist
 
-        step, cfg, task = self.state.global_step, self.config, self.task
+        step, task = self.state.global_step, self.task
         batch = collate(task, [self.encoded[i] for i in idx], self.tokenizer.pad_token_id)
+        self.captures[0].clear()
         out = model_forward(self.model, batch, "hidden_states" in self.needs, "attentions" in self.needs)
-        if self.student_values is not None:
-            out = dict(out, values=self.student_values.value)
         inputs = LossInputs(
             student=out,
             labels={h.name: paddle.to_tensor(batch[f"labels/{h.name}"]) for h in task.heads()},
             attention_mask=paddle.to_tensor(batch["attention_mask"].astype("float32")),
-            token_mask=paddle.to_tensor(batch["token_mask"]))
+            token_mask=paddle.to_tensor(batch["token_mask"]), features=self.captures[0].take(),
+            step=step, total_steps=self.total_steps)
         if self.targets.active:
             self.targets.fill(inputs, idx, batch)
         total, logs = 0.0, {}
-        for loss_obj, lcfg in zip(self.losses, cfg.losses):
-            temperature = scheduled(lcfg.temperature, lcfg.temperature_schedule, step, self.total_steps)
-            weight = scheduled(lcfg.weight, lcfg.weight_schedule, step, self.total_steps)
-            terms = loss_obj(inputs, temperature)
+        for loss_obj in self.losses:
+            terms = loss_obj(inputs)
             for name, value in terms.items():
                 logs[f"loss/{name}"] = value
-            total = total + weight * sum(terms.values())
+            total = total + loss_obj.weight_at(step, self.total_steps) * sum(terms.values())
         total.backward()
         if self.world > 1:
             with paddle.no_grad():

@@ -1,10 +1,14 @@
 """Distillation losses (``LOSSES`` registry; ``tinydistill list losses``).
 
-Every loss is a class ``cls(cfg: LossConfig, setup: LossSetup)`` whose call
-``loss(inputs: LossInputs, temperature) -> {term_name: scalar tensor}`` returns unweighted terms; the
-trainer multiplies their sum by the (scheduled) weight and logs every term.  Logits-level losses apply
-per head (term ``<loss>/<head>``): sequence heads average over examples, token heads over real tokens
-(``token_mask``: attention_mask and not a special token; hard_ce: labels != IGNORE_INDEX).
+A loss is a class registered in ``LOSSES`` with its own parameter dataclass ``Params`` (a subclass of
+``distill.config.LossConfig``: ``type``, ``weight``, ``weight_schedule``); a config entry
+``{type: soft_ce, temperature: 2.0, weight: 0.5}`` is checked against that class, so adding a loss is one
+class in one file.  ``cls(cfg: Params, setup: LossSetup)`` is built once; its call ``loss(inputs:
+LossInputs) -> {term_name: scalar tensor}`` returns unweighted terms; the trainer multiplies their sum by
+the (scheduled) weight and logs every term.  Logits-level losses apply per head (term ``<loss>/<head>``):
+sequence heads average over examples, token heads over real tokens (``token_mask``: attention_mask and not
+a special token; hard_ce: labels != IGNORE_INDEX).  Losses between intermediate features (hidden states,
+attentions, outputs of sublayers named by module path) are in ``distill.features``.
 
 Teacher and student may use different tokenizers (ERNIE teacher -> jieba Bi-LSTM student): logits-level
 KD on *sequence* heads works through per-example teacher outputs; token heads, hidden states and
@@ -15,13 +19,15 @@ No paddle import at module level (``tinydistill list`` must stay light): paddle 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from distill.layermap import resolve_layer_map
+from distill.config import LossConfig, ScheduleConfig
 from distill.registry import Registry
-from distill.schema import ConfigError
+from distill.schedules import scheduled
+from distill.schema import ConfigError, require
 
-LOSSES = Registry("loss")
+#: ``distill.features`` registers the feature-matching losses (hidden_mse, attention_kl, minilm, intermediate)
+LOSSES = Registry("loss", modules=("distill.features",))
 
 EPS = 1e-12
 
@@ -39,21 +45,28 @@ class LossSetup:
     #: teacher(s) and student tokenise identically (same tokenizer type and vocabulary)
     aligned: bool = True
     where: str = "distill.losses"    # config key path for error messages
-    #: widths of ``hidden_states[i]`` (embeddings may be narrower, e.g. Bi-LSTM); default: hidden_size
-    student_widths: list | None = None
-    teacher_widths: list | None = None   # per teacher: list of widths
+    #: ``distill.features.FeatureCapture`` of the student and of every teacher (sublayers by module path)
+    student_features: Any = None
+    teacher_features: list | None = None
+    #: ``probe(k, hidden)``: one eval-mode forward of the student (k=None) or teacher k on two training
+    #: examples -> its output dict plus ``features`` (what the captures recorded); gives feature widths
+    probe: Callable | None = None
 
 
 @dataclass
 class LossInputs:
     """One batch: model outputs and targets as paddle tensors."""
 
-    student: dict                               # model output dict (+ "values" when a loss needs them)
+    student: dict                               # model output dict
     labels: dict                                # head -> int64 [B] / [B, L] (IGNORE_INDEX = no label)
     attention_mask: Any                         # float32 [B, L]
     token_mask: Any                             # float32 [B, L]: real text tokens (no padding/specials)
     teacher_logits: dict | None = None          # head -> mixed teacher logits (targets)
     teachers: list = field(default_factory=list)  # per teacher: output dict with internals (online mode)
+    features: dict = field(default_factory=dict)  # student: module path -> captured sublayer output
+    teacher_features: list = field(default_factory=list)  # per teacher: module path -> output
+    step: int = 0                               # optimisation step and total steps (for schedules)
+    total_steps: int = 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,9 +149,11 @@ def value_relation(values, relation_heads, key_mask=None):
 # loss classes
 # ----------------------------------------------------------------------------------------------
 class Loss:
-    """Base class.  ``needs``: model internals the loss reads (``hidden_states``, ``attentions``,
-    ``values``); ``needs_teacher``: whether it needs teacher outputs."""
+    """Base class.  ``Params``: the loss's parameter class; ``needs_teacher``: whether it reads teacher
+    outputs (everything but ``hard_ce``); ``needs``: model internals it reads (``hidden_states``,
+    ``attentions``, ``features``; set per instance by feature losses), which make the teachers run online."""
 
+    Params = LossConfig
     needs_teacher = True
     needs: frozenset = frozenset()
 
@@ -148,14 +163,9 @@ class Loss:
         if self.needs_teacher and not setup.teachers:
             raise ConfigError(f"{setup.where}: loss {cfg.type!r} needs a teacher, but none is given "
                               "(plain fine-tuning / the no-KD baseline uses only hard_ce)")
-        if self.needs and self.needs_teacher and not setup.aligned:
-            raise ConfigError(f"{setup.where}: loss {cfg.type!r} compares {'/'.join(sorted(self.needs))} "
-                              "token by token, which needs teacher and student to use the same tokenizer; "
-                              "with different tokenizers use logits-level losses (soft_ce, logits_mse) "
-                              "on sequence heads")
-        if self.needs and self.needs_teacher and not 0 <= cfg.teacher_index < len(setup.teachers):
-            raise ConfigError(f"{setup.where}.teacher_index: {cfg.teacher_index} out of range "
-                              f"(there are {len(setup.teachers)} teachers)")
+
+    def weight_at(self, step: int, total_steps: int) -> float:
+        return scheduled(self.cfg.weight, self.cfg.weight_schedule, step, total_steps)
 
     def parameters(self) -> list:
         """Learnable parameters (trained with the student's optimiser)."""
@@ -167,12 +177,31 @@ class Loss:
     def set_state_dict(self, state: dict) -> None:
         pass
 
-    def __call__(self, inputs: LossInputs, temperature: float = 1.0) -> dict:
+    def __call__(self, inputs: LossInputs) -> dict:
         raise NotImplementedError
+
+
+@dataclass
+class HeadParams(LossConfig):
+    #: heads this loss applies to; default: every head of the task
+    heads: list[str] | None = None
+
+
+@dataclass
+class TemperatureParams(HeadParams):
+    #: softmax temperature; the term is scaled by T^2
+    temperature: float = 1.0
+    temperature_schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        require(self, "temperature", gt=0)
 
 
 class _HeadLoss(Loss):
     """A logits-level loss applied to every selected head."""
+
+    Params = HeadParams
 
     def __init__(self, cfg, setup: LossSetup):
         super().__init__(cfg, setup)
@@ -191,11 +220,11 @@ class _HeadLoss(Loss):
                     f"student to use the same tokenizer (they differ here); restrict it to sequence heads "
                     f"with heads: [{', '.join(h.name for h in self.heads if h.kind == 'sequence')}]")
 
-    def __call__(self, inputs: LossInputs, temperature: float = 1.0) -> dict:
+    def __call__(self, inputs: LossInputs) -> dict:
         out = {}
         for head in self.heads:
             mask = inputs.token_mask if head.kind == "token" else None
-            out[f"{self.name}/{head.name}"] = self.term(head, inputs, mask, temperature)
+            out[f"{self.name}/{head.name}"] = self.term(head, inputs, mask)
         return out
 
 
@@ -203,136 +232,33 @@ class _HeadLoss(Loss):
 class HardCE(_HeadLoss):
     needs_teacher = False
 
-    def term(self, head, inputs, mask, temperature):
+    def term(self, head, inputs, mask):
         return hard_ce(inputs.student["logits"][head.name], inputs.labels[head.name])
 
 
 @LOSSES.register("soft_ce", aliases=("kl",),
                  summary="Hinton KD: KL/soft cross-entropy to teacher softmax at temperature T, x T^2")
 class SoftCE(_HeadLoss):
-    def term(self, head, inputs, mask, temperature):
-        return kl_with_temperature(inputs.student["logits"][head.name], inputs.teacher_logits[head.name],
-                                   temperature, mask)
+    Params = TemperatureParams
+
+    def term(self, head, inputs, mask):
+        t = scheduled(self.cfg.temperature, self.cfg.temperature_schedule, inputs.step, inputs.total_steps)
+        return kl_with_temperature(inputs.student["logits"][head.name], inputs.teacher_logits[head.name], t, mask)
 
 
 @LOSSES.register("logits_mse", summary="Tang et al. 2019: MSE between student and teacher logits")
 class LogitsMSE(_HeadLoss):
-    def term(self, head, inputs, mask, temperature):
+    def term(self, head, inputs, mask):
         return logits_mse(inputs.student["logits"][head.name], inputs.teacher_logits[head.name], mask)
 
 
-def _depth(model, what: str, where: str) -> int:
-    n = int(getattr(model, "num_layers", 0) or 0)
-    if n < 1:
-        raise ConfigError(f"{where}: model {getattr(model, 'arch', type(model).__name__)!r} has no {what}")
-    return n
-
-
-@LOSSES.register("hidden_mse",
-                 summary="TinyBERT-style hidden-state MSE over a layer map, learned projection if widths differ")
-class HiddenMSE(Loss):
-    needs = frozenset({"hidden_states"})
-
-    def __init__(self, cfg, setup: LossSetup):
-        super().__init__(cfg, setup)
-        import paddle
-        teacher = setup.teachers[cfg.teacher_index]
-        self.map = resolve_layer_map(cfg.layer_map, _depth(teacher, "layers", setup.where),
-                                     _depth(setup.student, "layers", setup.where), True,
-                                     f"{setup.where}.layer_map")
-        self.projections = paddle.nn.LayerDict()
-        for t_layer, s_layer in self.map.items():
-            s_w = setup.student_widths[s_layer] if setup.student_widths else int(setup.student.hidden_size)
-            t_w = (setup.teacher_widths[cfg.teacher_index][t_layer] if setup.teacher_widths
-                   else int(teacher.hidden_size))
-            if s_w != t_w:
-                self.projections[f"t{t_layer}_s{s_layer}"] = paddle.nn.Linear(s_w, t_w)
-
-    def parameters(self) -> list:
-        return list(self.projections.parameters())
-
-    def state_dict(self) -> dict:
-        return dict(self.projections.state_dict())
-
-    def set_state_dict(self, state: dict) -> None:
-        self.projections.set_state_dict(state)
-
-    def __call__(self, inputs: LossInputs, temperature: float = 1.0) -> dict:
-        s_hidden = inputs.student["hidden_states"]
-        t_hidden = inputs.teachers[self.cfg.teacher_index]["hidden_states"]
-        terms = []
-        for t_layer, s_layer in self.map.items():
-            s = s_hidden[s_layer]
-            key = f"t{t_layer}_s{s_layer}"
-            if key in self.projections:
-                s = self.projections[key](s)
-            terms.append(hidden_mse(s, t_hidden[t_layer], inputs.attention_mask))
-        return {self.name: sum(terms[1:], terms[0]) / len(terms)}
-
-
-def _match_heads(teacher_att, student_att):
-    """Per-head comparison when head counts match, else compare head-averaged maps."""
-    if teacher_att.shape[1] == student_att.shape[1]:
-        return teacher_att, student_att
-    return teacher_att.mean(axis=1, keepdim=True), student_att.mean(axis=1, keepdim=True)
-
-
-@LOSSES.register("attention_kl",
-                 summary="KL between teacher and student attention maps over a layer map (per head)")
-class AttentionKL(Loss):
-    needs = frozenset({"attentions"})
-
-    def __init__(self, cfg, setup: LossSetup):
-        super().__init__(cfg, setup)
-        teacher = setup.teachers[cfg.teacher_index]
-        for model, who in ((teacher, "teacher"), (setup.student, "student")):
-            if not getattr(model, "num_attention_heads", 0):
-                raise ConfigError(f"{setup.where}: attention_kl needs attention maps, but the {who} "
-                                  f"{getattr(model, 'arch', type(model).__name__)!r} has no attention")
-        self.map = resolve_layer_map(cfg.layer_map, teacher.num_layers, setup.student.num_layers, False,
-                                     f"{setup.where}.layer_map")
-
-    def __call__(self, inputs: LossInputs, temperature: float = 1.0) -> dict:
-        s_att = inputs.student["attentions"]
-        t_att = inputs.teachers[self.cfg.teacher_index]["attentions"]
-        terms = [distribution_kl(*_match_heads(t_att[t - 1], s_att[s - 1]), inputs.attention_mask)
-                 for t, s in self.map.items()]
-        return {self.name: sum(terms[1:], terms[0]) / len(terms)}
-
-
-@LOSSES.register("minilm",
-                 summary="MiniLM: last-layer attention KL + value-relation KL (relation heads)")
-class MiniLM(Loss):
-    needs = frozenset({"attentions", "values"})
-
-    def __init__(self, cfg, setup: LossSetup):
-        super().__init__(cfg, setup)
-        teacher = setup.teachers[cfg.teacher_index]
-        for model, who in ((teacher, "teacher"), (setup.student, "student")):
-            if not getattr(model, "num_attention_heads", 0):
-                raise ConfigError(f"{setup.where}: minilm needs self-attention, but the {who} "
-                                  f"{getattr(model, 'arch', type(model).__name__)!r} has none")
-        self.relation_heads = cfg.relation_heads or int(setup.student.num_attention_heads)
-        for model, who in ((teacher, "teacher"), (setup.student, "student")):
-            if int(model.hidden_size) % self.relation_heads:
-                raise ConfigError(f"{setup.where}.relation_heads: {who} width {model.hidden_size} is not "
-                                  f"divisible by {self.relation_heads}")
-
-    def __call__(self, inputs: LossInputs, temperature: float = 1.0) -> dict:
-        t_out = inputs.teachers[self.cfg.teacher_index]
-        mask = inputs.attention_mask
-        att = distribution_kl(*_match_heads(t_out["attentions"][-1], inputs.student["attentions"][-1]), mask)
-        t_rel = value_relation(t_out["values"], self.relation_heads, mask)
-        s_rel = value_relation(inputs.student["values"], self.relation_heads, mask)
-        return {f"{self.name}/attention": att, f"{self.name}/value": distribution_kl(t_rel, s_rel, mask)}
+def uses_teacher(configs) -> bool:
+    """Whether loss entries ``configs`` read teacher outputs: a loss other than ``hard_ce`` with a weight
+    that is not 0 throughout training."""
+    return any(LOSSES.get(c.type).needs_teacher and c.active for c in configs)
 
 
 def build_losses(configs, setup: LossSetup) -> list:
     """Instantiate every configured loss (errors name ``distill.losses[i]``)."""
-    out = []
-    for i, cfg in enumerate(configs):
-        where = f"{setup.where}[{i}]"
-        cls = LOSSES.get(cfg.type)
-        out.append(cls(cfg, LossSetup(setup.heads, setup.student, setup.teachers, setup.aligned, where,
-                                      setup.student_widths, setup.teacher_widths)))
-    return out
+    from dataclasses import replace
+    return [LOSSES.get(cfg.type)(cfg, replace(setup, where=f"{setup.where}[{i}]")) for i, cfg in enumerate(configs)]

@@ -7,7 +7,9 @@ experiment schema.  ``from_dict`` is the one loader:
 * an unknown key fails with ``ConfigError`` naming the full key path and the closest valid key;
 * a missing required key (a field without default) fails likewise;
 * values are checked against the field's annotation (int/float/str/bool/list/dict/Optional/nested
-  dataclass/Literal) - ints are accepted where floats are expected.
+  dataclass/Literal) - ints are accepted where floats are expected;
+* a class with a ``config_class_for(data, path) -> (subclass, label)`` classmethod stands for a family
+  (``distill.config.LossConfig``: one parameter class per loss): the data picks the member class.
 """
 from __future__ import annotations
 
@@ -110,6 +112,12 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    label = ""
+    choose = getattr(cls, "config_class_for", None)
+    if callable(choose):
+        # a family of sections told apart by one of their keys (a loss entry's ``type``): each member
+        # has its own class, and the entry is checked against that class's fields
+        cls, label = choose(data, where)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in data if k not in fields]
@@ -117,7 +125,8 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{_join(path, key)}: unknown key{hint} (valid keys: {', '.join(fields)})")
+        of = f" of {label}" if label else ""
+        raise ConfigError(f"{_join(path, key)}: unknown key{hint} (valid keys{of}: {', '.join(fields)})")
     kwargs = {}
     for name, f in fields.items():
         if name in data:

@@ -1,10 +1,11 @@
 """What the teachers contribute to a training step: logits computed up front (disk cache or memory), or
-online forwards when a loss reads teacher internals (hidden states, attentions, MiniLM values).
+online forwards when a loss reads teacher internals (hidden states, attentions, sublayer outputs).
 
 Teacher logits are computed once, before the first step, in large length-sorted batches without
 gradients (``distill.batching.predict_logits``) whenever no loss needs internals: through the on-disk
 cache (``distill.cache``) with ``teacher_cache: auto``, in memory with ``teacher_cache: off``.  A step then
-only gathers its rows.  Only representation losses run the teachers inside the loop.
+only gathers its rows.  Only feature losses (``distill.features``) run the teachers inside the loop; what
+the teachers' ``distill.hooks.FeatureCapture`` recorded in that forward goes with their outputs.
 """
 from __future__ import annotations
 
@@ -15,53 +16,24 @@ import numpy as np
 from distill.batching import collate, encode_examples, model_forward, pad_rows, predict_logits
 from distill.cache import TeacherCache, default_cache_root, example_key, teacher_fingerprint
 from distill.multiteacher import mix_logits
-from distill.schema import ConfigError
 
 
 def same_tokenization(a, b) -> bool:
     return a is b or (type(a) is type(b) and list(a.vocab) == list(b.vocab))
 
 
-class ValueCapture:
-    """Records the value projection output of the last ``paddle.nn.MultiHeadAttention`` of a model
-    (MiniLM's value relation), via a forward post-hook on its ``v_proj``."""
-
-    def __init__(self, model, who: str, hooks: list):
-        import paddle
-        attns = [m for m in model.sublayers() if isinstance(m, paddle.nn.MultiHeadAttention)]
-        if not attns:
-            raise ConfigError(f"minilm: the {who} {getattr(model, 'arch', type(model).__name__)!r} has no "
-                              "paddle.nn.MultiHeadAttention layer to read values from")
-        self.value = None
-        hooks.append(attns[-1].v_proj.register_forward_post_hook(self._record))
-
-    def _record(self, layer, inputs, output):
-        self.value = output
-
-
-def hidden_widths(model, task, encoded, pad_id) -> list[int]:
-    """Width of every ``hidden_states`` entry (a probe forward in eval mode; no RNG is consumed)."""
-    import paddle
-    was_training = model.training
-    model.eval()
-    with paddle.no_grad():
-        hidden = model_forward(model, collate(task, encoded, pad_id), hidden=True)["hidden_states"]
-    if was_training:
-        model.train()
-    return [int(h.shape[-1]) for h in hidden]
-
-
 class TeacherTargets:
     """Per step: ``fill(inputs, idx, batch)`` sets ``inputs.teacher_logits`` (mixed over teachers) and, online,
-    ``inputs.teachers`` (each teacher's full outputs)."""
+    ``inputs.teachers`` (each teacher's full outputs) and ``inputs.teacher_features`` (per teacher, what its
+    capture in ``captures`` recorded)."""
 
-    def __init__(self, task, teachers, examples, encoded, tokenizer, config, losses, hooks):
+    def __init__(self, task, teachers, examples, encoded, tokenizer, config, losses, captures=None):
         self.task, self.teachers, self.config = task, list(teachers), config
         needs = set().union(*(l.needs for l in losses)) if losses else set()
         self.needs = needs
         self.need_logits = any(l.needs_teacher and not l.needs for l in losses)
         self.online = bool(teachers) and any(l.needs_teacher and l.needs for l in losses)
-        self.values = [ValueCapture(m, "teacher", hooks) if "values" in needs else None for m, _ in teachers]
+        self.captures = list(captures) if captures is not None else [None] * len(self.teachers)
         self.per_example, self.stats, self.t_encoded = None, {}, []
         for model, _ in self.teachers:
             model.eval()
@@ -115,11 +87,14 @@ class TeacherTargets:
             with paddle.no_grad():
                 for k, (model, t_tok) in enumerate(self.teachers):
                     t_batch = collate(self.task, [self.t_encoded[k][i] for i in idx], t_tok.pad_token_id)
+                    capture = self.captures[k]
+                    if capture is not None:
+                        capture.clear()
                     t_out = model_forward(model, t_batch, "hidden_states" in self.needs, "attentions" in self.needs)
-                    if self.values[k] is not None:
-                        t_out = dict(t_out, values=self.values[k].value)
                     inputs.teachers.append(t_out)
-                    per_teacher.append({h: v.numpy() for h, v in t_out["logits"].items()})
+                    inputs.teacher_features.append(capture.take() if capture is not None else {})
+                    if self.need_logits:  # a teacher that only lends features need not give logits
+                        per_teacher.append({h: v.numpy() for h, v in t_out["logits"].items()})
         if self.need_logits:
             mixed = mix_logits(per_teacher, self.config.mixing, batch["token_mask"])
             inputs.teacher_logits = {h: paddle.to_tensor(np.asarray(v)) for h, v in mixed.items()}

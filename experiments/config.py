@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import yaml
 
+from distill.config import loss_identity
 from distill.registry import RegistryError
 from distill.schema import ConfigError, coerce, from_dict, require, to_dict
 
@@ -538,26 +539,15 @@ def distill_config_class():
 
 
 def _distill_config(value: Any, path: str):
-    cfg = from_dict(distill_config_class(), value, path)
-    for i, loss in enumerate(getattr(cfg, "losses", []) or []):
-        _checked_name(loss.type, f"{path}.losses[{i}].type", "losses")
-    return cfg
-
-
-HARD_LABEL_LOSSES = ("hard_ce",)
+    # every loss entry is checked against its own loss's parameter class there (distill.config.LossConfig)
+    return from_dict(distill_config_class(), value, path)
 
 
 def _uses_teacher(cfg: Any) -> bool:
     """True when a DistillConfig has a KD loss with non-zero weight (needs teacher outputs)."""
-    losses = _registry("losses")
-    for loss in getattr(cfg, "losses", []) or []:
-        if float(getattr(loss, "weight", 1.0) or 0.0) == 0.0:
-            continue
-        entry = losses.entry(loss.type)
-        default = entry.name not in HARD_LABEL_LOSSES
-        if entry.meta.get("needs_teacher", getattr(entry.obj, "needs_teacher", default)):
-            return True
-    return False
+    from distill.losses import uses_teacher
+
+    return uses_teacher(getattr(cfg, "losses", []) or [])
 
 
 def uses_teacher(cfg: ExperimentConfig) -> bool:
@@ -607,9 +597,8 @@ def _check_step_params(params: Any, path: str) -> None:
 
         if not isinstance(losses, list) or not losses:
             raise ConfigError(f"{path}.losses: expected a non-empty list of losses, got {losses!r}")
-        for j, loss in enumerate(losses):
-            checked = from_dict(LossConfig, loss, f"{path}.losses[{j}]")
-            _checked_name(checked.type, f"{path}.losses[{j}].type", "losses")
+        for j, loss in enumerate(losses):  # each against its own loss's parameters, as distill.losses
+            from_dict(LossConfig, loss, f"{path}.losses[{j}]")
     recover = getattr(params, "recover", None)
     if dataclasses.is_dataclass(recover):
         _check_step_params(recover, f"{path}.recover")
@@ -688,7 +677,7 @@ def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name",
                 seedless: bool = False) -> str:
     """Stable hash of what determines a run's results (the resolved config without labels and seeds).
     ``seedless``: also ignore the training seeds (``distill.seed``, ``teacher.train.seed``)."""
-    body = copy.deepcopy({k: v for k, v in raw.items() if k not in drop})
+    body = loss_identity(copy.deepcopy({k: v for k, v in raw.items() if k not in drop}))
     # how a run executes, not what it computes: not part of its identity (a resumed or moved run keeps its id)
     for section in [body.get("distill")] + [t.get("train") for t in
                                              ([body.get("teacher")] + list(body.get("teachers") or [])) if t]:
