@@ -164,6 +164,12 @@ class Loss:
             raise ConfigError(f"{setup.where}: loss {cfg.type!r} needs a teacher, but none is given "
                               "(plain fine-tuning / the no-KD baseline uses only hard_ce)")
 
+    @classmethod
+    def describe(cls, name: str = "") -> str:
+        """Its parameters (``tinydistill list losses -v``)."""
+        from dataclasses import fields
+        return "params: " + ", ".join(f.name for f in fields(cls.Params))
+
     def weight_at(self, step: int, total_steps: int) -> float:
         return scheduled(self.cfg.weight, self.cfg.weight_schedule, step, total_steps)
 
