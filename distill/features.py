@@ -299,9 +299,9 @@ class FeatureLoss(Loss):
         else:
             k = self.cfg.teacher_index
             out, feats = inputs.teachers[k], (inputs.teacher_features[k] if inputs.teacher_features else {})
-        if isinstance(ref, int):
+        if isinstance(ref, int):   # attentions[i - 1] is layer i's
             comp = MATCH_LOSSES[kind]
-            return out[comp.index][ref - comp.first] if comp.index == "attentions" else out[comp.index][ref]
+            return out[comp.index][ref - comp.first]
         if ref not in feats:
             raise RuntimeError(f"{self.setup.where}: the {side}'s sublayer {ref!r} did not run in this forward")
         return feats[ref]
