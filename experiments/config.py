@@ -544,7 +544,7 @@ def _distill_config(value: Any, path: str):
 
 
 def _uses_teacher(cfg: Any) -> bool:
-    """True when a DistillConfig has a KD loss with non-zero weight (needs teacher outputs)."""
+    """True when a DistillConfig has a KD loss whose weight is not 0 throughout (needs teacher outputs)."""
     from distill.losses import uses_teacher
 
     return uses_teacher(getattr(cfg, "losses", []) or [])
