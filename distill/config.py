@@ -51,18 +51,19 @@ class LossConfig:
     @classmethod
     def config_class_for(cls, data: dict, path: str) -> tuple[type, str]:
         """The parameter class of loss ``data["type"]`` (``distill.schema.from_dict`` calls this)."""
-        from distill.losses import LOSSES
-        from distill.registry import RegistryError
+        # by kind, not by import: distill.losses builds on this module (its Params subclass LossConfig)
+        from distill.registry import RegistryError, get_registry
 
+        losses = get_registry("losses")
         if "type" not in data:
             raise ConfigError(f"{path}.type: required key is missing (the loss: tinydistill list losses)")
         if not isinstance(data["type"], str):
             raise ConfigError(f"{path}.type: expected a registered loss name, got {data['type']!r}")
         try:
-            name = LOSSES.canonical(data["type"])
+            name = losses.canonical(data["type"])
         except RegistryError as exc:
             raise ConfigError(f"{path}.type: {exc}") from None
-        return LOSSES.get(name).Params, f"loss {name!r}"
+        return losses.get(name).Params, f"loss {name!r}"
 
     @property
     def active(self) -> bool:
