@@ -1,11 +1,11 @@
 """Compression steps (``STEPS``) and their parameters (strict dataclasses).  Light module: the work is done
 in ``compress/prune.py`` and ``compress/quant.py``, imported when a step runs.
 
-Every step: ``step(in_dir, out_dir, params: dict, ctx: StepContext) -> report dict``; it reads a model
-directory, writes a new one at ``out_dir`` (with ``report.json``) and returns the report (dev metrics, size
-on disk, parameter count, model-only latency).  A step that cannot apply to a model (e.g. ``width_prune`` on
-a Bi-LSTM) raises ``NotApplicable``; ``compress.pipeline`` then carries the model through unchanged and
-says so in the report.
+Every step: ``step(in_dir, out_dir, params, ctx: StepContext) -> report dict`` with ``params`` its parameters
+dataclass (a mapping is validated into one first); it reads a model directory, writes a new one at ``out_dir``
+(with ``report.json``) and returns the report (dev metrics, size on disk, parameter count, model-only latency).
+A step that cannot apply to a model (e.g. ``width_prune`` on a Bi-LSTM) raises ``NotApplicable``;
+``compress.pipeline.run_step`` then carries the model through unchanged and says so in the report.
 """
 from __future__ import annotations
 

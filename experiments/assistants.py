@@ -23,6 +23,7 @@ says), each later hop from the assistant before it, the student from the last as
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ from typing import Any
 
 from distill.fsutil import clean_stale_temporaries, read_json, write_json
 from distill.schema import ConfigError, to_dict
-from experiments.config import EXECUTION_KEYS, ModelSection, config_hash, deep_merge
+from experiments.config_sections import ModelSection
+from experiments.config_yaml import deep_merge
+from experiments.identity import EXECUTION_KEYS, config_hash, hash_view, short_name
 
 ASSISTANTS_DIR = "_assistants"
 
@@ -41,6 +44,13 @@ class AssistantSection(ModelSection):
     resolved hop config)."""
 
     distill_override: dict = field(default_factory=dict)
+
+    def with_seed(self, seed: int) -> AssistantSection:
+        """This hop in a run with seed ``seed``: the seed of the ``distill`` section it is merged over, unless
+        its own overrides set one (as ``assistant_sections`` resolves it)."""
+        if "seed" in self.distill_override:
+            return self
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,11 +133,10 @@ class AssistantChain:
     def shared_dir(self, k: int) -> Path:
         """``<exp>/_assistants/<short>-s<seed>-<key>``: the same chain prefix and hop config -> the same model."""
         from experiments.protocol import teacher_task
-        from experiments.runner import _hash_view, short_name
 
         r = self.runner
-        body = {"task": teacher_task(_hash_view(r.raw, r.data_fingerprint)["task"]),
-                "teacher_keys": [r._teacher_dir(i).name for i in range(len(r.cfg.all_teachers))],
+        body = {"task": teacher_task(hash_view(r.raw, r.data_fingerprint)["task"]),
+                "teacher_keys": r.teachers.keys(),
                 "chain": [dict(assistant_raw(a), hop=hop_config_raw(a)) for a in self.sections[:k + 1]],
                 "seed": r.seed}
         key = config_hash(body, drop=())
@@ -150,8 +159,7 @@ class AssistantChain:
         if k > 0:
             self.ensure(k - 1)
         else:
-            for i in range(len(r.cfg.all_teachers)):
-                r._ensure_teacher(i)
+            r.teachers.ensure_all()
         shared = self.shared_dir(k)
         done = shared / ".done.json"
         with r.store.lock(f"assistant-{shared.name}", log=r._log_prefixed):
@@ -175,7 +183,7 @@ class AssistantChain:
     def teachers_of(self, k: int) -> list:
         """[(model, tokenizer)] that hop ``k`` learns from (``k == len(sections)``: the student's)."""
         if k == 0:
-            return self.runner.teacher_models()
+            return self.runner.teachers.models()
         return [self.model(k - 1)]
 
     def student_teachers(self) -> list:
@@ -194,7 +202,7 @@ class AssistantChain:
         from distill.runtime import seed_everything
         from distill.trainer import train
         from experiments.protocol import training_facts
-        from experiments.runner import _resumable
+        from experiments.stage_tools import resumable
         from teachers.base import build_model
 
         r, a = self.runner, self.sections[k]
@@ -202,25 +210,23 @@ class AssistantChain:
         tok = teachers[0][1] if a.tokenizer.from_teacher else r.tokenizer_for(a, f"assistants[{k}]")
         seed_everything(r.seed)
         model = build_model("teacher", a.name, r.task.heads(), init=a.init, vocab_size=tok.vocab_size, **a.options)
-        result = _resumable(out, self.label(k), lambda: train(
+        result = resumable(out, self.label(k), lambda: train(
             model, tok, r.task, r.train_examples, r.dev_examples, a.train, str(out), teachers=teachers,
             resume=(out / "checkpoint").exists()))
         return {"dev": dict(result.best_metrics), **training_facts(result, a.train)}
 
     def stage(self, k: int) -> dict:
         """Stage ``assistant<k+1>``: the shared assistant (trained if missing), linked into the run directory."""
-        from experiments.runner import _mb, _params
+        from distill.fsutil import link_atomically
+        from experiments.stage_tools import model_facts
         from experiments.store import flatten_metrics
 
         r = self.runner
         done = self.ensure(k)
         shared = self.shared_dir(k)
-        from distill.fsutil import link_atomically
-
         link_atomically(r.run_dir / self.label(k), shared)
         best = shared / "best"
-        return flatten_metrics(self.label(k), {**done["metrics"], "size_mb": _mb(best), **_params(best),
-                                               **r._more_sets(best)})
+        return flatten_metrics(self.label(k), {**done["metrics"], **model_facts(best), **r._more_sets(best)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +245,6 @@ def chain_table(rows: list) -> tuple[list[str], list[list[str]], list[list[Any]]
     (same task, teacher and student, KD, no assistants), paired by seed.  None without any assistant run."""
     from experiments.report import mean_std, paired_diff
     from experiments.report_protocol import _fmt_diff
-    from experiments.runner import short_name
 
     kd = [row for row in rows if row.kd]
     if not any(len(chain_of(row.records[0])) > 2 for row in kd):

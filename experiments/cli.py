@@ -303,7 +303,7 @@ INPUT_ERRORS = ("distill.registry:RegistryError", "distill.schema:ConfigError", 
                 "distill.modeldir:ModelLoadError")
 #: a run that started and failed: exit 1, one line, no traceback
 RUN_ERRORS = ("tasks.datasets:DownloadError", "compress.common:ExportError", "compress.bench:BenchError",
-              "experiments.runner:CheckpointError")
+              "experiments.stage_tools:CheckpointError")
 
 
 def exit_status(exc: BaseException) -> int | None:

@@ -107,7 +107,8 @@ def multitask_for(runner, teacher):
 
 def teacher_key_extra(runner, teacher) -> dict:
     """What a multi-task teacher's key adds: every task's section (no machine paths) and data by content."""
-    from experiments.config import TaskSection, data_fingerprint, task_options_class
+    from experiments.config import TaskSection, task_options_class
+    from experiments.identity import data_fingerprint
     from distill.schema import from_dict
 
     specs, data = [], {}
@@ -128,7 +129,7 @@ def train_teacher(runner, i: int, out: Path) -> dict:
     from distill.runtime import seed_everything
     from distill.trainer import evaluate, train
     from experiments.protocol import training_facts
-    from experiments.runner import _resumable
+    from experiments.stage_tools import resumable
     from experiments.tokenizers import make_tokenizer
     from teachers.base import build_model, load_model_dir
 
@@ -138,7 +139,7 @@ def train_teacher(runner, i: int, out: Path) -> dict:
     tok = make_tokenizer(t, path, lambda: mt.texts("train"))
     seed_everything(runner.seed)
     model = build_model("teacher", t.name, mt.heads(), init=t.init, vocab_size=tok.vocab_size, **t.options)
-    result = _resumable(out, "teacher", lambda: train(
+    result = resumable(out, "teacher", lambda: train(
         model, tok, mt, mt.load("train"), mt.load("dev"), t.train, str(out), teachers=(),
         resume=(out / "checkpoint").exists()))
     write_views(out / "best", mt, out / VIEWS_DIR)

@@ -23,7 +23,8 @@ from pathlib import Path
 from distill.fsutil import atomic_write_text
 from distill.logs import progress
 from distill.schema import ConfigError
-from experiments.config import dump_yaml, resolve
+from experiments.config import resolve
+from experiments.config_yaml import dump_yaml
 
 NAME = "quickstart"
 TINY_ERNIE = {"tokenizer": {"build": True}}

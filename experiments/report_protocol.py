@@ -145,16 +145,15 @@ def eval_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[list[A
 # -- compression --------------------------------------------------------------------------------------
 def _trains(record: dict, label: str) -> bool | None:
     """Whether compression step ``label`` of a record trains (None: unknown, e.g. not a step)."""
+    from compress.pipeline import step_labels
+
     steps = (record.get("config") or {}).get("compress") or []
-    seen: dict[str, int] = {}
-    for item in steps:
-        name = item.get("step")
-        seen[name] = seen.get(name, 0) + 1
-        if (name if seen[name] == 1 else f"{name}-{seen[name]}") == label:
+    for item, step_label in zip(steps, step_labels([item.get("step") for item in steps])):
+        if step_label == label:
             from compress.controls import trains
 
             try:
-                return trains(name, {k: v for k, v in item.items() if k != "step"})
+                return trains(item["step"], {k: v for k, v in item.items() if k != "step"})
             except Exception:  # noqa: BLE001 - an old record whose params no longer validate
                 return None
     return None

@@ -25,8 +25,8 @@ Cheapest signals first.  Before any training, every candidate is *probed*: its s
 step per training step and no accuracy checks, and the result is measured: the size on disk first (nothing to
 run), then the latency (in this process, ``bench`` settings, ``probe_runs`` timed runs).  Size and latency do
 not depend on the weights, so a candidate whose untrained model already exceeds a budget is pruned there and
-never trained.  Probes are stored under ``<out>/<name>/_search/probe/`` and reused (a tighter or looser budget
-re-decides from them).  The survivors are trained and benchmarked as any run (``bench`` stage, a fresh process
+never trained.  Probes (experiments/search_probe.py) are stored under ``<out>/<name>/_search/probe/`` and
+reused (a tighter or looser budget re-decides from them).  The survivors are trained and benchmarked as any run (``bench`` stage, a fresh process
 per model); the report (``experiments.search_report``) checks the budgets again on those measurements.
 """
 from __future__ import annotations
@@ -34,12 +34,11 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from distill.fsutil import read_json, write_json
+from distill.fsutil import read_json
 from distill.logs import progress
 from distill.schema import ConfigError, from_dict
 
@@ -82,7 +81,7 @@ class SearchSection:
 
 
 def check_budget(budget: dict, where: str) -> dict[str, float]:
-    from experiments.config import closest
+    from experiments.config_yaml import closest
 
     for name, limit in budget.items():
         if name not in BUDGETS:
@@ -150,7 +149,7 @@ def recipe_name(quantize: str, width: float, vocab: Optional[int]) -> str:
 
 
 def _student_labels(students: list) -> list[tuple[str, dict]]:
-    from experiments.runner import short_name
+    from experiments.identity import short_name
 
     out = []
     for s in students:
@@ -162,7 +161,9 @@ def _student_labels(students: list) -> list[tuple[str, dict]]:
 
 def grid_config(cfg):
     """``cfg`` with its search space written as a sweep (students x recipes) -> (sweep config, candidates)."""
-    from experiments.config import resolve
+    import dataclasses
+
+    from experiments.config_sections import BenchSection, SweepSection
 
     space: SearchSection = cfg.search
     if cfg.sweep is not None:
@@ -171,13 +172,6 @@ def grid_config(cfg):
     if cfg.compress:
         raise ConfigError("compress: a search builds each candidate's compression from search.widths, "
                           "search.vocab_sizes and search.quantize; leave 'compress' out")
-    raw = cfg.to_raw()
-    raw.pop("search", None)
-    raw.pop("sweep", None)
-    raw["compress"] = []
-    raw["share_student"] = True  # the candidates of one student differ after its training: train it once
-    if raw.get("bench") is None:
-        raw["bench"] = {}
     students = _student_labels(space.students)
     recipes: dict[str, dict] = {}
     settings = []
@@ -192,9 +186,9 @@ def grid_config(cfg):
         name = recipe_name(q_name, width, vocab)
         recipes[name] = {"compress": chain, **({"export": exports} if exports is not None else {})}
         settings.append((name, width, vocab, q_name))
-    raw["sweep"] = {"students": [s for _, s in students], "recipes": recipes}
-    grid_cfg = resolve(raw)
-    grid_cfg.source = cfg.source
+    # the candidates of one student differ after its training: train it once (share_student)
+    grid_cfg = dataclasses.replace(cfg, search=None, share_student=True, bench=cfg.bench or BenchSection(),
+                                   sweep=SweepSection(students=[s for _, s in students], recipes=recipes))
     candidates = [Candidate(len(settings) * si + ri, label, s, width, vocab, q, name)
                   for si, (label, s) in enumerate(students) for ri, (name, width, vocab, q) in enumerate(settings)]
     n_seeds = len(cfg.seeds)
@@ -204,104 +198,7 @@ def grid_config(cfg):
 
 
 # ----------------------------------------------------------------------------------------------
-# probes: the untrained candidate's size and latency
-
-
-def _probe_params(params: Any) -> Any:
-    """A step's parameters for a probe: one training step, a handful of examples, no accuracy checks."""
-    if isinstance(params, dict):
-        out = {}
-        for key, v in params.items():
-            if key in ("epochs", "max_steps") and v is not None:
-                v = 1
-            elif key in ("importance_examples", "calibration_examples") and v is not None:
-                v = min(int(v), 16)
-            elif key == "tolerance":
-                v = 1e9
-            out[key] = _probe_params(v)
-        if "epochs" in out and out.get("max_steps") is None and "max_steps" in params:
-            out["max_steps"] = 1
-        return out
-    return params
-
-
-class Prober:
-    """Builds, compresses and measures untrained candidates (one process, data and tokenizers loaded once)."""
-
-    def __init__(self, grid_cfg, out: Path, data_dir: Optional[str], runs: int, log=progress):
-        self.grid_cfg, self.out, self.data_dir, self.runs, self.log = grid_cfg, out, data_dir, runs, log
-        self.dir = out / grid_cfg.name / SEARCH_DIR / "probe"
-
-    def file(self, c: Candidate) -> Path:
-        return self.dir / f"{c.runners[0].run_id.rsplit('-', 2)[0]}-{c.runners[0].group_hash[:8]}.json"
-
-    def probe(self, c: Candidate, budget: dict[str, float], slack: float) -> dict:
-        """Size first, latency only when the size is within budget; cached in ``file(c)``."""
-        f = self.file(c)
-        probe = read_json(f) if f.is_file() else {}
-        timed = bool(set(budget) - set(STATIC_BUDGETS))
-        if "size_mb" in probe and (not timed or "latency_p50_ms" in probe
-                                   or over_budget(probe, budget, slack, STATIC_BUDGETS)):
-            return probe
-        work = self.dir / f.stem
-        try:
-            model_dir = self._build(c, work)
-            probe = {**probe, **self._static(c, model_dir)}
-            if timed and not over_budget(probe, budget, slack, STATIC_BUDGETS):
-                probe.update(self._latency(c, model_dir))
-            write_json(f, probe)
-        finally:  # the probe's numbers are kept, its model is not (a looser budget builds it again)
-            shutil.rmtree(work, ignore_errors=True)
-        return probe
-
-    def _build(self, c: Candidate, work: Path) -> Path:
-        """The candidate's final model directory, untrained: scratch student, compression chain, exports."""
-        from compress import STEPS
-        from compress.export import export
-        from compress.steps import NotApplicable, StepContext
-        from distill.runtime import seed_everything
-        from distill.schema import to_dict
-        from teachers.base import build_model, save_model_dir
-
-        runner = c.runners[0]
-        cfg, s = runner.cfg, runner.cfg.student
-        shutil.rmtree(work, ignore_errors=True)
-        tok = (runner.tokenizer_for(cfg.all_teachers[0], "teacher") if s.tokenizer.from_teacher
-               else runner.tokenizer_for(s, "student"))
-        seed_everything(runner.seed)
-        model = build_model("student", s.name, runner.task.heads(), init="scratch", vocab_size=tok.vocab_size,
-                            **s.options)
-        current = save_model_dir(work / "student", model, tok, task=runner.task)
-        ctx = StepContext(data_dir=cfg.task.options.data_dir, seed=runner.seed, max_train_examples=64,
-                          max_dev_examples=32, latency_runs=1, log=lambda m: None)
-        for i, step in enumerate(cfg.compress):
-            target = work / f"{i}-{step.step}"
-            try:
-                STEPS.get(step.step)(current, target, _probe_params(to_dict(step.params) if step.params else {}), ctx)
-                current = target
-            except NotApplicable:  # carried through, as the runner does
-                pass
-        for e in cfg.export:
-            target = work / f"export-{e.backend}"
-            export(current, e.backend, target, check=False, data_dir=cfg.task.options.data_dir)
-            current = target
-        return Path(current)
-
-    def _static(self, c: Candidate, model_dir: Path) -> dict:
-        from compress.common import deploy_size_bytes
-
-        manifest = read_json(model_dir / "manifest.json") if (model_dir / "manifest.json").is_file() else {}
-        n = manifest.get("num_parameters")
-        return {"candidate": c.name, "size_mb": round(deploy_size_bytes(model_dir) / 1e6, 4),
-                **({"num_parameters": n} if isinstance(n, int) else {})}
-
-    def _latency(self, c: Candidate, model_dir: Path) -> dict:
-        from compress.bench import measure
-
-        b = c.runners[0].cfg.bench
-        r = measure(str(model_dir), None, b.batch_size, b.seq_len, b.threads, self.runs, min(b.warmup, 5), [])
-        return {"latency_p50_ms": r["e2e_ms"]["p50"], "latency_p90_ms": r["e2e_ms"]["p90"],
-                "model_latency_p50_ms": r["model_ms"]["p50"], "latency_runs": self.runs}
+# budgets
 
 
 def over_budget(metrics: dict, budget: dict[str, float], slack: float = 0.0,
@@ -325,6 +222,7 @@ def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: in
                probe_only: bool = False, log=progress) -> dict:
     """Probe every candidate, prune those over ``budget``, train the rest (a sweep), write the report."""
     from experiments.runner import Runner
+    from experiments.search_probe import Prober
     from experiments.search_report import write_search_report
     from experiments.sweep import expand, run_sweep
 

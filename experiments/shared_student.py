@@ -19,12 +19,11 @@ STUDENTS_DIR = "_students"
 
 
 def shared_dir(runner) -> Path:
-    from experiments.config import config_hash
+    from experiments.identity import config_hash, hash_view, short_name
     from experiments.protocol import teacher_task
-    from experiments.runner import _hash_view, short_name
 
     r = runner
-    body = {"task": teacher_task(_hash_view(r.raw, r.data_fingerprint)["task"]), "teacher_keys": r.teacher_keys(),
+    body = {"task": teacher_task(hash_view(r.raw, r.data_fingerprint)["task"]), "teacher_keys": r.teacher_keys(),
             "student": r.raw["student"], "distill": r.raw["distill"], "seed": r.seed}
     return r.exp_dir / STUDENTS_DIR / f"{short_name(r.cfg.student.name)}-s{r.seed}-{config_hash(body, drop=())[:10]}"
 

@@ -28,16 +28,20 @@ from typing import Any
 
 from distill.logs import progress
 from distill.schema import ConfigError
-from experiments.config import ExperimentConfig, deep_merge, load_config, resolve
+from experiments.config import ExperimentConfig, load_config, resolve
+from experiments.config_yaml import deep_merge
 
 
 @dataclass
 class Cell:
-    """One grid cell: a resolved single-seed config and its labels."""
+    """One grid cell: its config, parsed once from ``raw`` (the base config with the cell's teacher, student
+    and recipe merged in), its seed and labels.  ``raw`` is what crosses to a worker process, which parses it
+    once on arrival (``_run_cell``)."""
 
     config: ExperimentConfig
     seed: int
     labels: dict[str, str]
+    raw: dict
 
 
 def _merge_model(base: dict | None, item: Any, path: str, inherit: tuple[str, ...]) -> dict:
@@ -89,7 +93,7 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
                     cell_cfg.source = cfg.source
                     labels = {"teacher": cell_cfg.teacher.name if cell_cfg.teacher else "-",
                               "student": cell_cfg.student.name, "recipe": recipe}
-                    cells.append(Cell(cell_cfg, seed, labels))
+                    cells.append(Cell(cell_cfg, seed, labels, one))
     return cells
 
 
@@ -100,7 +104,8 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
 def _run_cell(job: tuple[dict, int, str, str | None, str, str]) -> tuple[str, str, str]:
     """Worker: run one cell (or only its teacher stage). Returns (run id, status, message)."""
     raw, seed, out, data_dir, what, source = job
-    from experiments.runner import Runner, short_name
+    from experiments.identity import short_name
+    from experiments.runner import Runner
 
     cfg = resolve(raw)
     cfg.source = source
@@ -191,13 +196,13 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
         keys = runner.teacher_keys()
         if keys and not all(k in seen for k in keys) and not runner.teachers_finished():
             seen.update(keys)
-            teacher_jobs.append((cell.config.to_raw(), cell.seed, out, data_dir, "teacher", cfg.source))
+            teacher_jobs.append((cell.raw, cell.seed, out, data_dir, "teacher", cfg.source))
     start = time.time()
     for run_id, status, msg in _map(teacher_jobs, jobs):
         if status == "failed":
             log(f"  teacher for {run_id} FAILED: {msg}")
     # phase 2: students (distill, compress, export, bench, report)
-    student_jobs = [(cell.config.to_raw(), cell.seed, out, data_dir, "run", cfg.source) for cell, _ in pending]
+    student_jobs = [(cell.raw, cell.seed, out, data_dir, "run", cfg.source) for cell, _ in pending]
     for i, (run_id, status, msg) in enumerate(_map(student_jobs, jobs), 1):
         # "skipped": finished by another worker since the check above (counted as such, not as done)
         result[status if status in ("failed", "skipped") else "done"].append(run_id)

@@ -252,12 +252,15 @@ def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
                         hidden_size=8, mlp_size=8)
     save_model_dir(tmp_path / "bilstm", model, tok, slu)
     reports = run_steps(tmp_path / "bilstm", [{"step": "vocab_prune", "max_vocab_size": 300},
-                                              {"step": "width_prune", "width": 0.5}], tmp_path / "compressed", ctx)
+                                              {"step": "width_prune", "width": 0.5},
+                                              {"step": "vocab_prune", "max_vocab_size": 200}], tmp_path, ctx)
     assert reports[0]["applied"] and reports[0]["vocab_after"] == 300
     assert reports[1]["applied"] is False and "no transformer layers" in reports[1]["reason"]
-    assert (tmp_path / "compressed" / "2-width_prune" / "report.json").is_file()
-    assert json.loads((tmp_path / "compressed" / "2-width_prune" / "manifest.json").read_text())[
-        "model_config"]["vocab_size"] == 300
+    # the run directory's layout (experiments/runner.py): compressed/<step>, a repeated step numbered
+    carried = tmp_path / "compressed" / "width_prune"
+    assert json.loads((carried / "report.json").read_text())["applied"] is False  # its own report, not the input's
+    assert json.loads((carried / "manifest.json").read_text())["model_config"]["vocab_size"] == 300
+    assert reports[2]["vocab_after"] == 200 and (tmp_path / "compressed" / "vocab_prune-2" / "manifest.json").is_file()
 
 
 def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from distill.schema import ConfigError
-from experiments.config import apply_overrides, config_hash, load_config, load_yaml, resolve
+from experiments.config import apply_overrides, load_config, load_yaml, resolve
+from experiments.identity import config_hash
 from experiments.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]

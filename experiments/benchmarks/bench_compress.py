@@ -65,23 +65,29 @@ TARGETS = {"size_pct": 5.0, "e2e_speedup": 3.0, "rss_reduction_pct": 70.0, "accu
 
 def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
     """Run the compression steps and exports (each verified); returns name -> model directory."""
+    import dataclasses
+
     from compress.common import ExportError
-    from compress.pipeline import run_steps
+    from compress.pipeline import Pipeline, parse_steps, run_step
 
     steps = [{"step": "vocab_prune"},
              {"step": "width_prune", "width": args.width, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
                                                                       "batch_size": 64}},
              {"step": "qat", "epochs": args.qat_epochs, "lr": 2e-5, "batch_size": 64},
              {"step": "embedding_int8"}]
-    reports = run_steps(fp32, steps[:2], out / "compressed", ctx)
-    for i, step in enumerate(steps[2:], 3):
+    pipe = Pipeline(parse_steps(steps), fp32, out)
+    reports = []
+    for i, step in enumerate(pipe.steps):
         try:
-            reports += run_steps(reports[-1]["out_dir"], [step], out / "compressed", ctx, first=i)
+            reports.append(pipe.run(i, ctx))
         except ExportError as exc:  # report it, then go on with a looser check so the chain still finishes
-            print(f"[bench_compress] CHECK FAILED: {exc}\n[bench_compress] retrying {step['step']} with tolerance "
+            if not hasattr(step.params, "tolerance"):
+                raise
+            print(f"[bench_compress] CHECK FAILED: {exc}\n[bench_compress] retrying {step.step} with tolerance "
                   f"{args.fallback_tolerance} to finish the chain (the miss is part of the result)", flush=True)
-            reports += run_steps(reports[-1]["out_dir"], [{**step, "tolerance": args.fallback_tolerance}],
-                                 out / "compressed", ctx, first=i)
+            loose = dataclasses.replace(step, params=dataclasses.replace(step.params,
+                                                                         tolerance=args.fallback_tolerance))
+            reports.append(run_step(loose, pipe.in_dir(i), pipe.out_dir(i), ctx))
     (out / "steps.json").write_text(json.dumps(reports, indent=2, default=str))
     dirs = chain_dirs(out, fp32)
     make_exports(args, out, dirs)
@@ -256,7 +262,7 @@ def main() -> int:
     ctx = StepContext(data_dir=args.data_dir, threads=args.threads, progress=False,
                       max_train_examples=args.max_train or None, log=lambda m: print(m, flush=True))
     t1 = time.time()
-    if args.bench_only and (out / "compressed" / "4-embedding_int8" / "manifest.json").is_file():
+    if args.bench_only and (chain_dirs(out, fp32)["embedding_int8"] / "manifest.json").is_file():
         dirs = chain_dirs(out, fp32)
         args_steps = [json.loads((dirs[k] / "report.json").read_text()) for k in
                       ("vocab_prune", "width_prune", "qat", "embedding_int8")]
@@ -412,9 +418,11 @@ def predict_process_rss(model_dir: Path) -> float:
 
 
 def chain_dirs(out: Path, fp32: Path) -> dict[str, Path]:
-    c = out / "compressed"
-    return {"fp32": fp32, "vocab_prune": c / "1-vocab_prune", "width_prune": c / "2-width_prune", "qat": c / "3-qat",
-            "embedding_int8": c / "4-embedding_int8"}
+    """The FP32 model and every step's directory (the pipeline's layout: ``out/compressed/<step>``)."""
+    from compress.pipeline import COMPRESSED_DIR
+
+    c = out / COMPRESSED_DIR
+    return {"fp32": fp32, **{step: c / step for step in ("vocab_prune", "width_prune", "qat", "embedding_int8")}}
 
 
 if __name__ == "__main__":
