@@ -7,7 +7,7 @@ with a paired t-test (``scipy.stats.ttest_rel``); with fewer than two paired see
 ``n<2`` instead of a p-value.  Size and latency columns are those of the row's final model (the last
 compression step or export the run produced).
 
-Plots (matplotlib, Agg): dev metric vs size and vs latency for every model variant of every row
+Plots (experiments/report_plots.py): dev metric vs size and vs latency for every model variant of every row
 (student, each compression step, each export) with the Pareto front marked, and training curves from
 the trainers' ``history.json``.
 """
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import atomic_write_text, read_json
+from distill.fsutil import atomic_write_text
 from experiments.store import STORE_DIRNAME, ResultStore
 
 
@@ -43,14 +43,6 @@ def find_records(runs_dir: str | Path, damaged: list[str] | None = None) -> list
 def value(record: dict, key: str) -> float | None:
     m = record.get("metrics", {}).get(key)
     return float(m["value"]) if m is not None and m.get("value") is not None else None
-
-
-def unit(records: list[dict], key: str) -> str:
-    for r in records:
-        m = r.get("metrics", {}).get(key)
-        if m:
-            return m.get("unit", "")
-    return ""
 
 
 @dataclass
@@ -167,13 +159,6 @@ def paired_diff(mine: dict[int, float], theirs: dict[int, float], baseline: str 
 # tables
 
 
-@dataclass
-class Column:
-    title: str
-    unit: str
-    values: list[Any]  # per row: (mean, std) tuples, Gain, or str
-
-
 def _fmt(ms: tuple[float | None, float | None], digits: int = 2) -> str:
     m, s = ms
     if m is None:
@@ -190,7 +175,7 @@ def _fmt_gain(g: Gain) -> str:
     return f"{sign}{g.mean:.2f} (n={g.n}: {'no test, n<2' if g.n < 2 else g.note})"
 
 
-def table(rows: list[Row], records: list[dict]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
+def table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
     """Header, formatted cells and raw cells (for CSV) of the ablation table."""
     from experiments.report_protocol import _fmt_diff, teacher_key, teacher_margin, training_cell
 
@@ -265,131 +250,6 @@ def to_latex(header: list[str], cells: list[list[str]]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# plots
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated by another (smaller x and larger y are better)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-def _short(name: str) -> str:
-    return name.replace("ernie-3.0-tiny-", "").replace("-v2-zh", "")
-
-
-def variant_points(rows: list[Row], xkey: str) -> list[tuple[str, str, float, float]]:
-    """(row label, variant, x, y) per row and model variant, averaged over seeds."""
-    out = []
-    for row in rows:
-        for variant in row.variants():
-            xs = list(row.per_seed(f"{variant}.{xkey}").values())
-            ys = list(row.per_seed(f"{variant}.dev.{row.main_metric}").values())
-            if xs and ys:
-                out.append((f"{_short(row.student)}/{row.recipe}", variant, sum(xs) / len(xs), sum(ys) / len(ys)))
-    return out
-
-
-def plot_tradeoff(rows: list[Row], xkey: str, xlabel: str, path: Path) -> Path | None:
-    """Dev metric vs ``xkey`` for every variant (one colour per row); the Pareto front is the red line,
-    its points are labelled with their variant."""
-    pts = variant_points(rows, xkey)
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    labels = list(dict.fromkeys(p[0] for p in pts))
-    cmap = plt.get_cmap("tab10")
-    for k, label in enumerate(labels):
-        mine = [p for p in pts if p[0] == label]
-        ax.scatter([p[2] for p in mine], [p[3] for p in mine], s=30, color=cmap(k % 10), label=label)
-    xy = [(p[2], p[3]) for p in pts]
-    front = pareto_front(xy)
-    fx, fy = [xy[i][0] for i in front], [xy[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="tab:red", lw=1.2)
-    ax.scatter(fx, fy, s=90, facecolors="none", edgecolors="tab:red", label="Pareto front")
-    for i in front:
-        ax.annotate(pts[i][1].split(".")[-1], xy[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
-    metric = rows[0].main_metric
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"dev {metric} (%)")
-    if xkey.endswith("size_mb") or xkey.endswith("_ms"):
-        ax.set_xscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"{metric} vs {xlabel.split(' (')[0]}")
-    fig.tight_layout()
-    _save_fig(fig, path)
-    plt.close(fig)
-    return path
-
-
-def _save_fig(fig, path: Path) -> None:
-    from distill.fsutil import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-
-
-def _history_points(history: Any, metric: str) -> tuple[list[float], list[float]]:
-    """(steps, dev metric) from a trainer history.json (a list of eval entries, or {"evals": [...]})."""
-    entries = history.get("evals") or history.get("history") or history.get("dev") or [] \
-        if isinstance(history, dict) else history
-    xs, ys = [], []
-    for e in entries if isinstance(entries, list) else []:
-        if not isinstance(e, dict):
-            continue
-        dev = e.get("dev") if isinstance(e.get("dev"), dict) else e.get("metrics") if isinstance(e.get("metrics"), dict) else e
-        y = dev.get(metric) if isinstance(dev, dict) else None
-        if y is None and isinstance(dev, dict):
-            y = dev.get(f"dev_{metric}") or dev.get(f"eval_{metric}")
-        x = e.get("step", e.get("global_step", e.get("epoch")))
-        if isinstance(y, (int, float)) and isinstance(x, (int, float)):
-            xs.append(float(x))
-            ys.append(float(y))
-    return xs, ys
-
-
-def plot_curves(rows: list[Row], path: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    drawn = 0
-    for row in rows:
-        rec = row.records[0]
-        hist = Path(rec.get("run_dir", "")) / "student" / "history.json"
-        if not hist.is_file():
-            continue
-        xs, ys = _history_points(read_json(hist), row.main_metric)
-        if xs:
-            ax.plot(xs, ys, marker=".", lw=1, label=f"{row.student}/{row.recipe} (seed {rec['seed']})")
-            drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("training step")
-    ax.set_ylabel(f"dev {rows[0].main_metric} (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("student training curves")
-    fig.tight_layout()
-    _save_fig(fig, path)
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
 # entry points
 
 
@@ -403,10 +263,12 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
                                 + (f"; {len(damaged)} damaged: {damaged[0]}" if damaged else "") + ")")
     out_dir = Path(out_dir or runs_dir)
     rows = group(records)
-    header, cells, raw = table(rows, records)
+    header, cells, raw = table(rows)
     written: dict[str, Path] = {}
     pngs = []
     if plots:
+        from experiments.report_plots import plot_curves, plot_tradeoff
+
         for name, xkey, xlabel in (("acc_vs_size.png", "size_mb", "model size (MB)"),
                                    ("acc_vs_latency.png", "latency_p50_ms", "latency p50 (ms)")):
             p = plot_tradeoff(rows, xkey, xlabel, out_dir / name)

@@ -50,7 +50,7 @@ def candidate_results(c, main_metric: str) -> dict[str, Any]:
 
 def write_search_report(grid_cfg, candidates: list, budget: dict[str, float], exp_dir: Path,
                         slack: float = 0.0) -> dict[str, Path]:
-    from experiments.report import pareto_front
+    from experiments.report_plots import pareto_front
     from experiments.search import BUDGETS, over_budget
 
     exp_dir = Path(exp_dir)
@@ -149,7 +149,7 @@ def plot_search(candidates, trained, front, best, key, xlabel, limit, metric, pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.report import _save_fig
+    from experiments.report_plots import save_fig
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     students = list(dict.fromkeys(c.student_label for c, _, _ in pts))
@@ -180,6 +180,6 @@ def plot_search(candidates, trained, front, best, key, xlabel, limit, metric, pa
     ax.legend(fontsize=7, loc="best")
     ax.set_title(f"search: {metric} vs {xlabel.split(' (')[0]}")
     fig.tight_layout()
-    _save_fig(fig, path)
+    save_fig(fig, path)
     plt.close(fig)
     return path

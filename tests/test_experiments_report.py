@@ -78,7 +78,9 @@ def test_report_writes_tables_and_plots(runs):
 
 def test_pareto_front():
     pts = [(1.0, 80.0), (2.0, 85.0), (3.0, 84.0), (0.5, 70.0), (2.0, 83.0)]
-    assert report.pareto_front(pts) == [3, 0, 1]
+    from experiments.report_plots import pareto_front
+
+    assert pareto_front(pts) == [3, 0, 1]
 
 
 def test_cli_report_prints_format(runs, capsys):
