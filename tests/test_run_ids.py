@@ -14,23 +14,23 @@ from experiments.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PINNED = {  # config -> {(recipe, seed): (run id, group hash, shared teacher keys)}
+PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared teacher keys)}
     "results_chnsenticorp_kd.yaml": {
-        ("no_kd", 1): ("bilstm-no_kd-s1-d8e9af20", "c84df32cdb09",
-                       ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
-        ("logits_kd", 1): ("bilstm-logits_kd-s1-dab51f04", "e5ffc070e242",
-                           ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
+        ("bilstm", "no_kd", 1): ("bilstm-no_kd-s1-d8e9af20", "c84df32cdb09",
+                                 ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
+        ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-dab51f04", "e5ffc070e242",
+                                     ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
     },
-    "results_slu.yaml": {
-        ("logits_kd", 1): ("nano-logits_kd-s1-7f9590a6", "42394b4032ae",
-                           ["micro-s1-7de0a653a7", "micro-s1-2b77e80d1b", "bilstm-s1-c3db98e073"]),
+    "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/
+        ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-f2f58fa1", "6f4f5a500121", []),
     },
 }
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_shipped_run_ids_are_stable(name, data_dir, tmp_path):
-    cells = {(c.labels["recipe"], c.seed): c for c in expand(load_config(ROOT / "experiments" / "configs" / name))}
+    cfg = load_config(ROOT / "experiments" / "configs" / name)
+    cells = {(c.labels["student"], c.labels["recipe"], c.seed): c for c in expand(cfg)}
     for key, (run_id, group, teachers) in PINNED[name].items():
         cell = cells[key]
         runner = Runner(cell.config, cell.seed, out_root=tmp_path, data_dir=str(data_dir))
