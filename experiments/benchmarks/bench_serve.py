@@ -47,8 +47,8 @@ CONFIGS = {"batching on": ["--max-batch", "32", "--batch-window-ms", "2"], "batc
 
 def build_models(out: Path, data_dir: str) -> list[Path]:
     import distill  # noqa: F401 - pins the legacy program format before paddle is imported
-    from compress import STEPS
     from compress.export import export
+    from compress.pipeline import run_steps
     from compress.steps import StepContext
     from tasks import build_task
     from tasks.tokenization import ErnieWordPieceTokenizer
@@ -59,9 +59,9 @@ def build_models(out: Path, data_dir: str) -> list[Path]:
     model = build("student", "ernie-3.0-tiny-nano-v2-zh", task.heads(), init="scratch", vocab_size=tok.vocab_size)
     save_model_dir(out / "fp32", model, tok, task=task)
     ctx = StepContext(data_dir=data_dir, max_dev_examples=200, latency_runs=5, log=lambda m: None)
-    STEPS.get("vocab_prune")(out / "fp32", out / "vocab6000", {"max_vocab_size": 6000}, ctx)
-    export(out / "vocab6000", "onnx-int8", out / "int8", check=False, data_dir=data_dir)
-    export(out / "vocab6000", "onnx", out / "fp32-onnx", data_dir=data_dir, max_check_examples=64)
+    pruned = run_steps(out / "fp32", [{"step": "vocab_prune", "max_vocab_size": 6000}], out, ctx)[0]["out_dir"]
+    export(pruned, "onnx-int8", out / "int8", check=False, data_dir=data_dir)
+    export(pruned, "onnx", out / "fp32-onnx", data_dir=data_dir, max_check_examples=64)
     return [out / "int8", out / "fp32-onnx"]
 
 
