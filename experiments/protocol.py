@@ -22,10 +22,19 @@ from typing import Any, Sequence
 EVAL_ONLY_TASK_KEYS = {"test": None, "dedup_eval": False}
 
 
+def _without_unused_subset(task: dict) -> dict:
+    """Without ``max_train_examples`` / ``train_subset_seed`` while no subset is drawn: the ids of runs that train
+    on the whole split stay those they had before the option existed (and the seed means nothing then)."""
+    if task.get("max_train_examples") is None:
+        return {k: v for k, v in task.items() if k not in ("max_train_examples", "train_subset_seed")}
+    return dict(task)
+
+
 def hash_task(task: dict) -> dict:
     """The task section of a run id: evaluation-only options dropped while at their defaults, and an absolute
     test path (machine-specific, like ``data_dir``; the data fingerprint holds the file's checksum)."""
-    out = {k: v for k, v in task.items() if not (k in EVAL_ONLY_TASK_KEYS and v == EVAL_ONLY_TASK_KEYS[k])}
+    out = {k: v for k, v in _without_unused_subset(task).items()
+           if not (k in EVAL_ONLY_TASK_KEYS and v == EVAL_ONLY_TASK_KEYS[k])}
     if isinstance(out.get("test"), str) and Path(out["test"]).expanduser().is_absolute():
         out.pop("test")
     return out
@@ -33,7 +42,7 @@ def hash_task(task: dict) -> dict:
 
 def teacher_task(task: dict) -> dict:
     """The task section of a teacher key: what the teacher is evaluated on does not change its training."""
-    out = {k: v for k, v in task.items() if k not in EVAL_ONLY_TASK_KEYS}
+    out = {k: v for k, v in _without_unused_subset(task).items() if k not in EVAL_ONLY_TASK_KEYS}
     if isinstance(out.get("data_fingerprint"), dict):
         out["data_fingerprint"] = {k: v for k, v in out["data_fingerprint"].items() if k != "task.test"}
     return out

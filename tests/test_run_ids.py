@@ -15,14 +15,20 @@ from experiments.sweep import expand
 ROOT = Path(__file__).resolve().parents[1]
 
 PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared teacher keys)}
+    # the ids of the store under runs/results-chnsenticorp-kd/ and of the committed records
+    # (experiments/results/chnsenticorp_ablation/records/): task.max_train_examples, added later, leaves the id
+    # of a run that trains on the whole split as it was
     "results_chnsenticorp_kd.yaml": {
-        ("bilstm", "no_kd", 1): ("bilstm-no_kd-s1-d8e9af20", "c84df32cdb09",
-                                 ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
-        ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-dab51f04", "e5ffc070e242",
-                                     ["bilstm-s1-d27cc86c24", "bilstm-s1-5065596293", "textcnn-s1-640d8f627f"]),
+        ("bilstm", "no_kd", 1): ("bilstm-no_kd-s1-d1ba528b", "aaa44e55f093",
+                                 ["bilstm-s1-90cad22a43", "bilstm-s1-46cfcf2086", "textcnn-s1-e5aad7b64e"]),
+        ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-f3dcb868", "faaacb1ef949",
+                                     ["bilstm-s1-90cad22a43", "bilstm-s1-46cfcf2086", "textcnn-s1-e5aad7b64e"]),
     },
     "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/
         ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-f2f58fa1", "6f4f5a500121", []),
+    },
+    "results_slu.yaml": {  # runs/results-slu/ and experiments/results/slu_compression/records/
+        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-88ef8185", None, None),
     },
 }
 
@@ -34,7 +40,9 @@ def test_shipped_run_ids_are_stable(name, data_dir, tmp_path):
     for key, (run_id, group, teachers) in PINNED[name].items():
         cell = cells[key]
         runner = Runner(cell.config, cell.seed, out_root=tmp_path, data_dir=str(data_dir))
-        assert (runner.run_id, runner.group_hash[:12], runner.teacher_keys()) == (run_id, group, teachers)
+        assert runner.run_id == run_id
+        if group is not None:
+            assert (runner.group_hash[:12], runner.teacher_keys()) == (group, teachers)
         # a sweep worker gets the cell's mapping and parses it once: the same run
         again = Runner(resolve(cell.raw), cell.seed, out_root=tmp_path, data_dir=str(data_dir))
         assert again.run_id == run_id and again.raw == runner.raw
