@@ -8,8 +8,8 @@ that runs it by default.
 ``RUNTIMES``: what runs a model directory, what ``--runtime`` names (``paddle``, ``paddle-inference``,
 ``onnxruntime``, ``onnxruntime-c``); each records the manifest formats it can run.
 """
-from distill.registry import Registry
+from tinydistill.distill.registry import Registry
 
-STEPS = Registry("compression step", modules=("compress.steps",))
-FORMATS = Registry("export format", modules=("compress.formats",))
-RUNTIMES = Registry("runtime", modules=("compress.runtimes",))
+STEPS = Registry("compression step", modules=("tinydistill.compress.steps",))
+FORMATS = Registry("export format", modules=("tinydistill.compress.formats",))
+RUNTIMES = Registry("runtime", modules=("tinydistill.compress.runtimes",))

@@ -1,6 +1,6 @@
 """``tinydistill bench DIR [DIR ...]``: size, latency, peak RSS and throughput of model directories.
 
-Every directory is measured in its own fresh Python process (``python -m compress.bench --worker ...``), so
+Every directory is measured in its own fresh Python process (``python -m tinydistill.compress.bench --worker ...``), so
 the peak RSS is that of a predictor process that loaded only this model on its runtime.  Per directory:
 
 * size on disk of what a deployment needs (``source/`` and ``report.json`` excluded);
@@ -94,7 +94,7 @@ def load_runtime_library(runtime: str) -> None:
     """Import/load what a runtime needs before any model (its ``preload`` meta; for the memory breakdown)."""
     import importlib
 
-    from compress import RUNTIMES
+    from tinydistill.compress import RUNTIMES
 
     module, _, func = RUNTIMES.entry(runtime).meta["preload"].partition(":")
     loaded = importlib.import_module(module)
@@ -131,13 +131,13 @@ def memory_breakdown(marks: list[tuple[str, float]], peak_kib: float) -> dict:
 def measure(model_dir: str, runtime: str | None, batch_size: int, seq_len: int, threads: int, runs: int,
             warmup: int, throughput_batches: list[int]) -> dict:
     """Measure one model directory in this process (the worker side of ``tinydistill bench``)."""
-    from compress import RUNTIMES
-    from compress.common import deploy_size_bytes, read_manifest, rss_kib, runtime_of
-    from compress.predictors import open_predictor
+    from tinydistill.compress import RUNTIMES
+    from tinydistill.compress.common import deploy_size_bytes, read_manifest, rss_kib, runtime_of
+    from tinydistill.compress.predictors import open_predictor
 
     runtime = runtime_of(read_manifest(model_dir), runtime)
     if RUNTIMES.entry(runtime).meta.get("lean"):
-        from compress.ort_capi import lean_process
+        from tinydistill.compress.ort_capi import lean_process
 
         lean_process()  # as `tinydistill predict --runtime onnxruntime-c` does
     marks = [("interpreter", rss_kib())]
@@ -177,19 +177,18 @@ def bench_dirs(model_dirs, runtime=None, batch_size=1, seq_len=16, threads=1, ru
                throughput_batches=(8, 32), log=None, *, backend=None) -> list[dict]:
     """Measure every directory in a fresh subprocess; returns one record per directory.  ``runtime``: one for
     every directory (``backend``: its deprecated old name)."""
-    from compress.common import runtime_or_backend
+    from tinydistill.compress.common import runtime_or_backend
 
     runtime = runtime_or_backend(runtime, backend)
     import subprocess  # here: the worker process (this module) stays as small as a predictor process
 
     results = []
     for d in model_dirs:
-        cmd = [sys.executable, "-m", "compress.bench", "--worker", str(d), "--runtime", runtime or "",
+        cmd = [sys.executable, "-m", "tinydistill.compress.bench", "--worker", str(d), "--runtime", runtime or "",
                "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--threads", str(threads),
                "--runs", str(runs), "--warmup", str(warmup),
                "--throughput-batches", ",".join(str(b) for b in throughput_batches)]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
         if log:
             log(f"[bench] {d}")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -248,17 +247,17 @@ def _short(path: str) -> str:
 def cli_bench(args) -> int:
     batches = [int(b) for b in str(getattr(args, "throughput_batches", "8,32") or "").split(",") if b.strip()]
     for d in args.model_dirs:
-        from compress.common import read_manifest
+        from tinydistill.compress.common import read_manifest
 
         read_manifest(d)  # a clear error before any subprocess runs
-    from distill.logs import progress
+    from tinydistill.distill.logs import progress
 
     results = bench_dirs(args.model_dirs, runtime=args.runtime, batch_size=args.batch_size, seq_len=args.seq_len,
                          threads=args.threads, runs=args.runs, warmup=getattr(args, "warmup", 20),
                          throughput_batches=batches, log=progress)
     print(format_table(results))
     if args.json:
-        from distill.fsutil import write_json
+        from tinydistill.distill.fsutil import write_json
 
         write_json(args.json, results)
     return 0

@@ -30,14 +30,14 @@ class ExportError(RuntimeError):
 
 def read_manifest(model_dir: str | os.PathLike) -> dict:
     """Manifest of any model directory (delegates to ``distill.modeldir.read_manifest``, paddle-free)."""
-    from distill.modeldir import read_manifest as _read
+    from tinydistill.distill.modeldir import read_manifest as _read
 
     return _read(model_dir)
 
 
 def default_runtimes() -> dict[str, str]:
     """Manifest format -> the runtime that runs it by default, from the export formats' metadata."""
-    from compress import FORMATS
+    from tinydistill.compress import FORMATS
 
     out: dict[str, str] = {}
     for entry in FORMATS.entries():
@@ -48,8 +48,8 @@ def default_runtimes() -> dict[str, str]:
 def runtime_of(manifest: dict, runtime: str | None = None) -> str:
     """The runtime (a ``RUNTIMES`` name) that runs a directory with this manifest: ``runtime`` (or an alias of
     one) if it can, else a ``ValueError`` naming the ones that can; the format's default if ``None``."""
-    from compress import RUNTIMES
-    from distill.registry import RegistryError
+    from tinydistill.compress import RUNTIMES
+    from tinydistill.distill.registry import RegistryError
 
     fmt, defaults = manifest["format"], default_runtimes()
     if fmt not in defaults:
@@ -112,7 +112,7 @@ def copy_tokenizer_files(src: Path, dst: Path, manifest: dict) -> None:
 
 def build_task(manifest: dict, data_dir: str | None = None, task_name: str | None = None):
     """The task adapter a model directory was trained for (``None`` if it records none and none is given)."""
-    from tasks import build_task as _build
+    from tinydistill.tasks import build_task as _build
 
     info = manifest.get("task") or {}
     name = task_name or info.get("name")
@@ -134,7 +134,7 @@ def max_seq_length(manifest: dict, task=None) -> int | None:
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
-    from distill.fsutil import write_json
+    from tinydistill.distill.fsutil import write_json
 
     write_json(Path(out_dir) / "manifest.json", manifest)
 

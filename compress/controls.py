@@ -27,13 +27,13 @@ _CONFIGS = {
 
 
 def _plain(obj: Any) -> dict:
-    from distill.schema import to_dict
+    from tinydistill.distill.schema import to_dict
 
     return to_dict(obj)
 
 
 def _params(step: str, params: Any):
-    from compress.steps import step_params
+    from tinydistill.compress.steps import step_params
 
     return params if not isinstance(params, dict) else step_params(step, params)
 
@@ -44,15 +44,15 @@ def training_config(step: str, params: Any, ctx) -> Any:
     raw = make(_params(step, params), ctx) if make is not None else None
     if raw is None:
         return None
-    from distill.config import DistillConfig
-    from distill.schema import from_dict
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.schema import from_dict
 
     return from_dict(DistillConfig, raw, f"compress.{step}")
 
 
 def trains(step: str, params: Any) -> bool:
     """Whether ``step`` trains under ``params`` (so it gets a control)."""
-    from compress.steps import StepContext
+    from tinydistill.compress.steps import StepContext
 
     return training_config(step, params, StepContext()) is not None
 
@@ -63,9 +63,9 @@ def run_control(step: str, in_dir, out_dir, params: Any, ctx, max_steps: int | N
     known (the control then trains exactly as many, whatever stopped the step).  Returns ``{"dev",
     "train_steps", "best_step", "stopped_early", "num_train_examples", "batch_size", "epochs_planned",
     "max_steps"}``."""
-    from compress.evaluation import require_float, task_and_data
-    from distill.modeldir import load_model_dir, save_model_dir
-    from distill.trainer import train
+    from tinydistill.compress.evaluation import require_float, task_and_data
+    from tinydistill.distill.modeldir import load_model_dir, save_model_dir
+    from tinydistill.distill.trainer import train
 
     cfg = training_config(step, params, ctx)
     if cfg is None:

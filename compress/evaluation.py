@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.common import REPORT, build_task, deploy_size_bytes, read_manifest
+from tinydistill.compress.common import REPORT, build_task, deploy_size_bytes, read_manifest
 
 
 def require_float(in_dir, step: str) -> None:
     """Pruning and QAT need float weights: a clear ordering error for an already quantised/exported input."""
-    from distill.schema import ConfigError
+    from tinydistill.distill.schema import ConfigError
 
     manifest = read_manifest(in_dir)
     if manifest["format"] != "dygraph":
@@ -36,7 +36,7 @@ def task_and_data(manifest: dict, ctx, need_train: bool = True):
 
 def model_latency_ms(predictor, seq_len: int = 16, batch_size: int = 1, runs: int = 50, warmup: int = 10) -> dict:
     """Model-only latency (p50/p90/mean ms) of a predictor on a fixed batch of ``seq_len`` real-looking ids."""
-    from compress.bench import time_ms
+    from tinydistill.compress.bench import time_ms
 
     rng = np.random.default_rng(0)
     ids = rng.integers(5, predictor.tokenizer.vocab_size, (batch_size, seq_len)).astype("int64")
@@ -46,7 +46,7 @@ def model_latency_ms(predictor, seq_len: int = 16, batch_size: int = 1, runs: in
 
 def dir_metrics(model_dir, ctx, examples=None) -> tuple[str, dict]:
     """(main metric name, dev metrics) of a model directory run on its own runtime."""
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     p = Predictor.from_dir(model_dir, data_dir=ctx.data_dir, threads=ctx.threads)
     return p.task.main_metric, _dev_metrics(p, ctx, examples)
@@ -64,9 +64,9 @@ def _dev_metrics(predictor, ctx, examples=None) -> dict:
 def step_report(step: str, params, in_dir, out_dir, ctx, started: float, extra: dict | None = None,
                 metrics: dict | None = None) -> dict:
     """Measure ``out_dir`` (dev metrics, deployable size, parameters, model-only latency), save and return."""
-    from compress.predictor import Predictor
-    from distill.fsutil import write_json
-    from distill.schema import to_dict
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.distill.fsutil import write_json
+    from tinydistill.distill.schema import to_dict
 
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)

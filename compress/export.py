@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
+from tinydistill.compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
                              write_manifest)
 
 ATOL = 1e-4
@@ -77,7 +77,7 @@ def _program_of(model_dir: Path, manifest: dict, work: Path) -> Path:
     """Path prefix of an FP32 Paddle program of the model (saved into ``work`` if needed)."""
     if manifest["format"] == "paddle-inference" and manifest.get("precision", "fp32") == "fp32":
         return model_dir / Path(manifest.get("model_file", "model.pdmodel")).stem
-    from distill.modeldir import load_model_dir
+    from tinydistill.distill.modeldir import load_model_dir
 
     model = load_model_dir(float_source(model_dir, manifest))[0]
     prefix = work / "model"
@@ -93,7 +93,7 @@ def build_paddle_inference(src: Path, manifest: dict, out: Path, params: dict) -
         return {"model_file": "model.pdmodel", "precision": manifest.get("precision", "fp32")}
     if manifest["format"] != "dygraph":
         raise ExportError(f"{src}: cannot build a Paddle program from format {manifest['format']!r}")
-    from distill.modeldir import load_model_dir
+    from tinydistill.distill.modeldir import load_model_dir
 
     save_program(load_model_dir(src)[0], out / "model")
     return {"model_file": "model.pdmodel", "precision": "fp32", **_ir_probe(out, manifest)}
@@ -102,7 +102,7 @@ def build_paddle_inference(src: Path, manifest: dict, out: Path, params: dict) -
 def _ir_probe(out: Path, manifest: dict) -> dict:
     """Run the program once with Paddle Inference's IR passes; if they break it (seen with TextCNN: a fused op
     with a wrong broadcast) the directory records ``ir_optim: false`` and runs unfused."""
-    from compress.runtimes import PaddleInferenceSession
+    from tinydistill.compress.runtimes import PaddleInferenceSession
 
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 100, (3, 7)).astype("int64")
@@ -194,7 +194,7 @@ def build_onnx_int4(src: Path, manifest: dict, out: Path, params: dict) -> dict:
     the ``onnxruntime-c`` predictor loads with optimisation off (1.6 MiB lower peak RSS on the nano, same kernels)."""
     import onnx
 
-    from compress.int4 import pack_int4
+    from tinydistill.compress.int4 import pack_int4
 
     with tempfile.TemporaryDirectory() as work:
         int8 = build_onnx_int8(src, manifest, Path(work), params)
@@ -277,7 +277,7 @@ def dev_metric(predictor, max_examples: int | None = None) -> tuple[str, float, 
 def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = ATOL, data_dir=None,
            max_examples: int | None = None, src_metrics: dict | None = None) -> dict:
     """Compare ``dst_dir`` with ``src_dir`` (see module doc); returns the check record or raises ExportError."""
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     src = Predictor.from_dir(src_dir, data_dir=data_dir)
     dst = Predictor.from_dir(dst_dir, data_dir=data_dir)
@@ -312,8 +312,8 @@ def verify(src_dir: Path, dst_dir: Path, tolerance: float = 0.5, atol: float = A
 def export(model_dir, backend: str, out_dir, check: bool = True, tolerance: float = 0.5, atol: float = ATOL,
            data_dir: str | None = None, max_check_examples: int | None = None, **params) -> dict:
     """Export ``model_dir`` in export format ``backend`` (a ``FORMATS`` name) to ``out_dir``; returns the report."""
-    from compress import FORMATS
-    from distill.fsutil import atomic_dir, write_json
+    from tinydistill.compress import FORMATS
+    from tinydistill.distill.fsutil import atomic_dir, write_json
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     entry = FORMATS.entry(backend)

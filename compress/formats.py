@@ -6,7 +6,7 @@ manifest format of an exported directory) and ``builder`` (``module:function`` t
 ``paddle``, which runs dygraph directories as they are).  The default runtime of each manifest format is
 read from here (``compress.common.default_runtime``); which other runtimes can run it, from ``RUNTIMES``.
 """
-from compress import FORMATS
+from tinydistill.compress import FORMATS
 
 
 class ExportFormat:
@@ -16,7 +16,7 @@ class ExportFormat:
         self.name = name
 
     def export(self, model_dir, out_dir, **kwargs) -> dict:
-        from compress.export import export
+        from tinydistill.compress.export import export
 
         return export(model_dir, self.name, out_dir, **kwargs)
 
@@ -31,12 +31,12 @@ def _add(name: str, summary: str, runtime: str, fmt: str, builder: str | None) -
 
 _add("paddle", "dygraph model directory run by paddle (the reference; no export)", "paddle", "dygraph", None)
 _add("paddle-inference", "static program (paddle.jit.save) run by paddle.inference with oneDNN (INT8 kernels "
-     "for INT8 programs)", "paddle-inference", "paddle-inference", "compress.export:build_paddle_inference")
-_add("onnx", "FP32 ONNX via paddle2onnx, run by ONNX Runtime", "onnxruntime", "onnx", "compress.export:build_onnx")
+     "for INT8 programs)", "paddle-inference", "paddle-inference", "tinydistill.compress.export:build_paddle_inference")
+_add("onnx", "FP32 ONNX via paddle2onnx, run by ONNX Runtime", "onnxruntime", "onnx", "tinydistill.compress.export:build_onnx")
 _add("onnx-int8", "ONNX Runtime dynamic INT8 (per-channel MatMul weights, quantised embedding Gather)",
-     "onnxruntime", "onnx", "compress.export:build_onnx_int8")
+     "onnxruntime", "onnx", "tinydistill.compress.export:build_onnx_int8")
 _add("onnx-int4", "onnx-int8 with its weights stored as 4-bit blocks (embedding too), expanded to the same INT8 "
      "kernels when ONNX Runtime loads the model: INT4 size, INT8 speed", "onnxruntime", "onnx",
-     "compress.export:build_onnx_int4")
+     "tinydistill.compress.export:build_onnx_int4")
 _add("ort-mobile", "ONNX Runtime mobile format (.ort) of the INT8 ONNX model", "onnxruntime", "ort",
-     "compress.export:build_ort_mobile")
+     "tinydistill.compress.export:build_ort_mobile")

@@ -20,7 +20,7 @@ import sys
 from array import array
 from pathlib import Path
 
-from compress.text_predictor import TextPredictor
+from tinydistill.compress.text_predictor import TextPredictor
 
 # The OrtApi version these bindings were written against (checked against onnxruntime_c_api.h of ONNX Runtime
 # 1.22, whose ORT_API_VERSION is 22).  The function table is append-only, so a newer library serves this version
@@ -150,7 +150,7 @@ class CSession:
         try:
             a.check(a.CreateEnv(3, b"tinydistill", C.byref(self.env)))
             if rss_marks is not None:
-                from compress.common import rss_kib
+                from tinydistill.compress.common import rss_kib
 
                 rss_marks.append(("runtime environment", rss_kib()))
             a.check(a.CreateSessionOptions(C.byref(opts)))
@@ -286,12 +286,12 @@ def open_csession(model_dir: Path, manifest: dict, threads: int = 1, rss_marks: 
     optimize = not manifest.get("graph_optimized")  # optimised once at export: load it as it is
     if not manifest.get("int4"):
         return CSession(model_file, threads=threads, optimize=optimize, rss_marks=rss_marks)
-    from compress.int4 import expand, expanded_model, has_expanded_layout
+    from tinydistill.compress.int4 import expand, expanded_model, has_expanded_layout
 
     if has_expanded_layout(manifest):
         with expanded_model(model_dir, manifest) as path:
             if rss_marks is not None:
-                from compress.common import rss_kib
+                from tinydistill.compress.common import rss_kib
 
                 rss_marks.append(("int4 expansion", rss_kib()))
             return CSession(path, threads=threads, optimize=optimize, rss_marks=rss_marks)
@@ -314,8 +314,8 @@ class CPredictor(TextPredictor):
     def from_dir(cls, model_dir, runtime: str = "onnxruntime-c", threads: int = 1, data_dir=None,
                  task: str | None = None, rss_marks: list | None = None) -> "CPredictor":
         """``runtime``: always ``onnxruntime-c`` (the argument every runtime's predictor takes)."""
-        from compress.common import build_task, read_manifest, rss_kib, runtime_of
-        from compress.wordpiece import lean_tokenizer
+        from tinydistill.compress.common import build_task, read_manifest, rss_kib, runtime_of
+        from tinydistill.compress.wordpiece import lean_tokenizer
 
         marks = rss_marks if rss_marks is not None else []
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compress import STEPS
-from compress.steps import NotApplicable, StepContext
+from tinydistill.compress import STEPS
+from tinydistill.compress.steps import NotApplicable, StepContext
 
 COMPRESSED_DIR = "compressed"
 CONTROLS_DIR = "controls"
@@ -37,7 +37,7 @@ class Step:
 
 def parse_steps(steps: list[dict], path: str = "compress") -> list[Step]:
     """``[{step: name, **params}]`` -> ``[Step]``; a ConfigError names the bad key (``compress[0].width``)."""
-    from distill.schema import ConfigError, from_dict
+    from tinydistill.distill.schema import ConfigError, from_dict
 
     if not isinstance(steps, list):
         raise ConfigError(f"{path}: expected a list of steps, got {steps!r}")
@@ -70,7 +70,7 @@ def step_labels(names: list[str]) -> list[str]:
 
 def run_step(step: Step, in_dir, out_dir, ctx: StepContext) -> dict:
     """Run ``step`` on ``in_dir`` into ``out_dir``; its report (also ``out_dir/report.json``)."""
-    from distill.fsutil import atomic_dir, write_json
+    from tinydistill.distill.fsutil import atomic_dir, write_json
 
     start = time.time()
     try:
@@ -117,13 +117,13 @@ class Pipeline:
 
     def trains(self, i: int) -> bool:
         """Whether step ``i`` trains, so it has an equal-budget control."""
-        from compress.controls import trains
+        from tinydistill.compress.controls import trains
 
         return trains(self.steps[i].step, self.steps[i].params)
 
     def run_control(self, i: int, ctx: StepContext, max_steps: int | None = None) -> dict:
         """The equal-budget control of training step ``i`` (compress/controls.py), into ``control_dir(i)``."""
-        from compress.controls import run_control
+        from tinydistill.compress.controls import run_control
 
         step = self.steps[i]
         return run_control(step.step, self.in_dir(i), self.control_dir(i), step.params, ctx, max_steps=max_steps)

@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from compress.common import build_task, json_default, max_seq_length, read_manifest, runtime_of
-from compress.runtimes import as_heads, open_session
-from compress.text_predictor import TextPredictor
+from tinydistill.compress.common import build_task, json_default, max_seq_length, read_manifest, runtime_of
+from tinydistill.compress.runtimes import as_heads, open_session
+from tinydistill.compress.text_predictor import TextPredictor
 
 
 class Predictor(TextPredictor):
@@ -37,8 +37,8 @@ class Predictor(TextPredictor):
         """``runtime``: a ``compress.RUNTIMES`` name (default: the directory's own; ``backend`` is its deprecated
         old name).  ``rss_marks``: a list to append ``(stage, VmRSS KiB)`` to after the tokenizer, task and
         session (``tinydistill bench``'s memory breakdown)."""
-        from compress.common import runtime_or_backend, rss_kib
-        from tasks.tokenization import load_tokenizer
+        from tinydistill.compress.common import runtime_or_backend, rss_kib
+        from tinydistill.tasks.tokenization import load_tokenizer
 
         runtime = runtime_or_backend(runtime, backend)
         marks = rss_marks if rss_marks is not None else []
@@ -58,7 +58,7 @@ class Predictor(TextPredictor):
     def encode(self, examples: Sequence) -> list:
         if self.task is not None:
             return [self.task.encode(ex, self.tokenizer) for ex in examples]
-        from tasks.base import Encoded
+        from tinydistill.tasks.base import Encoded
 
         out = []
         for ex in examples:
@@ -67,7 +67,7 @@ class Predictor(TextPredictor):
         return out
 
     def collate(self, encoded: Sequence) -> dict[str, np.ndarray]:
-        from tasks.base import Task
+        from tinydistill.tasks.base import Task
 
         collate = self.task.collate if self.task is not None else Task.collate.__get__(_NoHeads())
         return collate(encoded, pad_id=self.tokenizer.pad_token_id)

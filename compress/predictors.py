@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from compress.common import json_default, read_manifest, runtime_of, runtime_or_backend
+from tinydistill.compress.common import json_default, read_manifest, runtime_of, runtime_or_backend
 
 
 def predictor_class(runtime: str):
@@ -19,9 +19,9 @@ def predictor_class(runtime: str):
     stays small."""
     import importlib
 
-    from compress import RUNTIMES
+    from tinydistill.compress import RUNTIMES
 
-    module, attr = RUNTIMES.entry(runtime).meta.get("predictor", "compress.predictor:Predictor").split(":")
+    module, attr = RUNTIMES.entry(runtime).meta.get("predictor", "tinydistill.compress.predictor:Predictor").split(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -29,7 +29,7 @@ def open_predictor(model_dir, runtime: str | None = None, threads: int = 1, *, b
                    **kwargs):
     """The predictor of ``model_dir`` on ``runtime`` (a ``compress.RUNTIMES`` name; default: its format's own);
     ``backend`` is the old name of ``runtime`` (deprecated)."""
-    from distill.modeldir import ModelLoadError
+    from tinydistill.distill.modeldir import ModelLoadError
 
     runtime = runtime_or_backend(runtime, backend)
     try:
@@ -48,7 +48,7 @@ def open_predictor(model_dir, runtime: str | None = None, threads: int = 1, *, b
 
 
 def _damaged(model_dir, exc: BaseException) -> Exception:
-    from distill.modeldir import ModelLoadError
+    from tinydistill.distill.modeldir import ModelLoadError
 
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ModelLoadError(f"{model_dir}: model files are damaged or incomplete ({first}); re-export it or re-run "
@@ -57,10 +57,10 @@ def _damaged(model_dir, exc: BaseException) -> Exception:
 
 def cli_predict(args) -> int:
     """``tinydistill predict``: decoded JSON per text."""
-    from compress import RUNTIMES
+    from tinydistill.compress import RUNTIMES
 
     if RUNTIMES.entry(runtime_of(read_manifest(args.model_dir), args.runtime)).meta.get("lean"):
-        from compress.ort_capi import lean_process
+        from tinydistill.compress.ort_capi import lean_process
 
         lean_process()
     predictor = open_predictor(args.model_dir, runtime=args.runtime, threads=args.threads)
@@ -77,7 +77,7 @@ def cli_evaluate(args) -> int:
         raise ValueError(f"{args.model_dir}: the manifest records no task; pass --task NAME")
     examples = predictor.task.load_file(args.file) if args.file else predictor.task.load("dev")
     if not examples:
-        from tasks.base import DataError
+        from tinydistill.tasks.base import DataError
 
         raise DataError(args.file or f"{predictor.task.name} dev split", None,
                         "no examples to evaluate (empty file?)")

@@ -15,10 +15,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from compress.common import build_task
-from compress.evaluation import require_float, step_report, task_and_data
-from compress.steps import NotApplicable
-from distill.modeldir import load_model_dir, save_model_dir
+from tinydistill.compress.common import build_task
+from tinydistill.compress.evaluation import require_float, step_report, task_and_data
+from tinydistill.compress.steps import NotApplicable
+from tinydistill.distill.modeldir import load_model_dir, save_model_dir
 
 
 def _dygraph(in_dir, step: str):
@@ -187,10 +187,10 @@ def prune_width(model, heads_imp, ffn_imp, width: float) -> dict:
 
 
 def width_prune(in_dir, out_dir, p, ctx) -> dict:
-    from compress.evaluation import dir_metrics
-    from distill.config import DistillConfig
-    from distill.schema import from_dict, to_dict
-    from distill.trainer import evaluate, train
+    from tinydistill.compress.evaluation import dir_metrics
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.schema import from_dict, to_dict
+    from tinydistill.distill.trainer import evaluate, train
 
     started = time.time()
     model, tok, manifest = _dygraph(in_dir, "width_prune")

@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
+from tinydistill.compress.common import (SOURCE_DIR, ExportError, copy_tokenizer_files, deploy_size_bytes, read_manifest,
                              write_manifest)
-from compress.evaluation import dir_metrics, require_float, step_report, task_and_data
-from compress.export import float_source, input_spec, save_program
+from tinydistill.compress.evaluation import dir_metrics, require_float, step_report, task_and_data
+from tinydistill.compress.export import float_source, input_spec, save_program
 
 
 def _quant_manifest(manifest: dict, quant: dict, model_file: str = "model.pdmodel", fmt="paddle-inference") -> dict:
@@ -56,11 +56,11 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
     import paddle
     from paddleslim import QAT
 
-    from distill.config import DistillConfig
-    from distill.fsutil import atomic_dir
-    from distill.schema import from_dict
-    from distill.trainer import train
-    from distill.modeldir import load_model_dir, save_model_dir
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.fsutil import atomic_dir
+    from tinydistill.distill.schema import from_dict
+    from tinydistill.distill.trainer import train
+    from tinydistill.distill.modeldir import load_model_dir, save_model_dir
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -93,7 +93,7 @@ def qat(in_dir, out_dir, p, ctx) -> dict:
     quant = {"method": "qat", "weights": f"int8 {p.weight_quantize_type}",
              "activations": p.activation_quantize_type, "embedding": False, "fp32_layers": skipped}
     with atomic_dir(out_dir) as tmp:
-        from compress.export import export_layer
+        from tinydistill.compress.export import export_layer
 
         quanter.save_quantized_model(export_layer(model), str(tmp / "model"), input_spec=input_spec())
         info = tmp / "model.pdiparams.info"
@@ -137,7 +137,7 @@ def _ptq_paddle(src_dir: Path, batches, out: Path, algo: str) -> None:
     import paddle
     from paddleslim.quant import quant_post_static
 
-    from distill.modeldir import load_model_dir
+    from tinydistill.distill.modeldir import load_model_dir
 
     with tempfile.TemporaryDirectory() as work:
         save_program(load_model_dir(src_dir)[0], Path(work) / "model")
@@ -159,7 +159,7 @@ def _ptq_onnx(src_dir: Path, manifest: dict, batches, out: Path) -> None:
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from compress.export import _onnx_fp32
+    from tinydistill.compress.export import _onnx_fp32
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -177,14 +177,14 @@ def _ptq_onnx(src_dir: Path, manifest: dict, batches, out: Path) -> None:
 
 
 def ptq(in_dir, out_dir, p, ctx) -> dict:
-    from distill.fsutil import atomic_dir
+    from tinydistill.distill.fsutil import atomic_dir
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     manifest = read_manifest(in_dir)
     src = float_source(in_dir, manifest)
     src_manifest = read_manifest(src)
-    from tasks.tokenization import load_tokenizer
+    from tinydistill.tasks.tokenization import load_tokenizer
 
     tok = load_tokenizer(src, src_manifest["tokenizer"])
     task, train_ex, dev_ex = task_and_data(src_manifest, ctx)
@@ -253,7 +253,7 @@ def quantize_program_embeddings(prefix: Path, out_prefix: Path, quantize_type: s
 
 
 def embedding_int8(in_dir, out_dir, p, ctx) -> dict:
-    from distill.fsutil import atomic_dir
+    from tinydistill.distill.fsutil import atomic_dir
 
     started = time.time()
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -270,7 +270,7 @@ def embedding_int8(in_dir, out_dir, p, ctx) -> dict:
             new = _quant_manifest(manifest, quant, model_file="model.onnx", fmt="onnx")
         elif fmt in ("dygraph", "paddle-inference"):
             if fmt == "dygraph":
-                from distill.modeldir import load_model_dir
+                from tinydistill.distill.modeldir import load_model_dir
 
                 prefix = Path(work) / "model"
                 save_program(load_model_dir(in_dir)[0], prefix)

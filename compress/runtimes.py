@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from compress import RUNTIMES
+from tinydistill.compress import RUNTIMES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +42,7 @@ class PaddleSession(Session):
         super().__init__(model_dir, manifest, threads)
         import paddle
 
-        from teachers.base import load_model_dir
+        from tinydistill.teachers.base import load_model_dir
 
         if manifest["format"] != "dygraph":
             raise ValueError(f"{model_dir}: runtime 'paddle' needs a dygraph model directory, "
@@ -107,7 +107,7 @@ class OrtSession(Session):
         super().__init__(model_dir, manifest, threads)
         import numpy as np
 
-        from compress.ort_capi import no_telemetry
+        from tinydistill.compress.ort_capi import no_telemetry
 
         no_telemetry()  # before onnxruntime creates its environment (has no effect if that already happened)
         import onnxruntime as ort
@@ -129,7 +129,7 @@ class OrtSession(Session):
             opts.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
         self._int4 = None
         if manifest.get("int4"):  # 4-bit rows on disk, expanded to user-owned INT8 initializers (compress/int4.py)
-            from compress.int4 import expand
+            from tinydistill.compress.int4 import expand
 
             buf, layout = expand(self.model_dir, manifest)
             dtypes = {3: np.int8, 2: np.uint8}
@@ -148,7 +148,7 @@ class OrtSession(Session):
 
 @RUNTIMES.register(summary="libonnxruntime's C API through ctypes on ONNX/.ort directories: a predictor process "
                            "without numpy, paddle or the onnxruntime package", formats=("onnx", "ort"),
-                   preload="compress.ort_capi:api", predictor="compress.ort_capi:CPredictor", lean=True)
+                   preload="tinydistill.compress.ort_capi:api", predictor="tinydistill.compress.ort_capi:CPredictor", lean=True)
 class CApiSession(Session):
     """libonnxruntime's C API through ctypes on ONNX/.ort directories: its predictor process imports neither
     numpy, paddle nor the onnxruntime package (compress/ort_capi.py); this session is the numpy adapter."""
@@ -157,7 +157,7 @@ class CApiSession(Session):
 
     def __init__(self, model_dir, manifest, threads=1):
         super().__init__(model_dir, manifest, threads)
-        from compress.ort_capi import open_csession
+        from tinydistill.compress.ort_capi import open_csession
 
         file = self.model_dir / manifest.get("model_file", "model.onnx")
         if not file.is_file():
@@ -177,7 +177,7 @@ class CApiSession(Session):
 
 
 def open_session(model_dir, manifest: dict, runtime_name: str, threads: int = 1) -> Session:
-    from distill.registry import RegistryError
+    from tinydistill.distill.registry import RegistryError
 
     try:
         cls = RUNTIMES.get(runtime_name)

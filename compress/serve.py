@@ -32,9 +32,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from compress.common import json_default
-from compress.microbatch import Batcher, Refused, limit_malloc_arenas, malloc_trim
-from compress.serve_options import add_arguments  # noqa: F401  (tinydistill serve's options)
+from tinydistill.compress.common import json_default
+from tinydistill.compress.microbatch import Batcher, Refused, limit_malloc_arenas, malloc_trim
+from tinydistill.compress.serve_options import add_arguments  # noqa: F401  (tinydistill serve's options)
 
 
 class HTTPError(Exception):
@@ -51,13 +51,13 @@ class Service:
                  max_batch: int = 32, batch_window_ms: float = 2.0, max_texts: int = 64,
                  max_text_chars: int = 512, max_body_bytes: int = 1 << 20, timeout_s: float = 30.0,
                  data_dir: str | None = None):
-        from compress.common import read_manifest
-        from compress.predictors import open_predictor
+        from tinydistill.compress.common import read_manifest
+        from tinydistill.compress.predictors import open_predictor
 
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         if runtime is None:  # a lean runtime where one runs this format (onnxruntime-c for ONNX exports)
-            from compress import RUNTIMES
+            from tinydistill.compress import RUNTIMES
 
             runtime = next((e.name for e in RUNTIMES.entries()
                             if e.meta.get("lean") and self.manifest.get("format") in e.meta["formats"]), None)
@@ -88,7 +88,7 @@ class Service:
         self.stats_lock = threading.Lock()
 
     def metadata(self) -> dict:
-        from compress.common import deploy_size_bytes
+        from tinydistill.compress.common import deploy_size_bytes
 
         m = self.manifest
         return {"model_dir": str(self.model_dir.resolve()), "task": (m.get("task") or {}).get("name"),
@@ -284,7 +284,7 @@ def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000, max
 
 
 def cli_serve(args: argparse.Namespace) -> int:
-    from distill.schema import ConfigError
+    from tinydistill.distill.schema import ConfigError
 
     for name in ("threads", "workers", "max_batch", "max_texts", "max_text_chars", "max_body_bytes",
                  "max_connections"):
@@ -317,7 +317,7 @@ def cli_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         service.drain()
-        from distill.logs import progress
+        from tinydistill.distill.logs import progress
 
         progress(f"stopped after {service.requests} requests ({service.errors} errors)")
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
-from compress import STEPS
+from tinydistill.compress import STEPS
 
 
 class NotApplicable(Exception):
@@ -104,7 +104,7 @@ def _step(name: str, params_cls: type, impl: str, summary: str):
     def run(in_dir, out_dir, params: dict | None = None, ctx: StepContext | None = None) -> dict:
         import importlib
 
-        from distill.schema import from_dict
+        from tinydistill.distill.schema import from_dict
 
         p = params if isinstance(params, params_cls) else from_dict(params_cls, params or {}, f"compress.{name}")
         module, func = impl.split(":")
@@ -117,21 +117,21 @@ def _step(name: str, params_cls: type, impl: str, summary: str):
     return run
 
 
-vocab_prune = _step("vocab_prune", VocabPruneParams, "compress.prune:vocab_prune",
+vocab_prune = _step("vocab_prune", VocabPruneParams, "tinydistill.compress.prune:vocab_prune",
                     "keep the tokens the training text uses (specials kept; max_vocab_size caps, most frequent "
                     "first); cut embeddings, vocab and positions")
-width_prune = _step("width_prune", WidthPruneParams, "compress.prune:width_prune",
+width_prune = _step("width_prune", WidthPruneParams, "tinydistill.compress.prune:width_prune",
                     "DynaBERT-style: gradient importance of heads/FFN neurons, slice to width, recover by KD")
-qat = _step("qat", QatParams, "compress.quant:qat",
+qat = _step("qat", QatParams, "tinydistill.compress.quant:qat",
             "paddleslim QAT (INT8 per-channel weights, moving-average activations) with KD from the FP32 model")
-ptq = _step("ptq", PtqParams, "compress.quant:ptq",
+ptq = _step("ptq", PtqParams, "tinydistill.compress.quant:ptq",
             "post-training static INT8: paddleslim quant_post_static and/or ONNX Runtime QDQ; keeps the better")
-embedding_int8 = _step("embedding_int8", EmbeddingInt8Params, "compress.quant:embedding_int8",
+embedding_int8 = _step("embedding_int8", EmbeddingInt8Params, "tinydistill.compress.quant:embedding_int8",
                        "INT8 word embeddings (paddleslim quant_embedding; quantised Gather on ONNX export)")
 
 
 def step_params(name: str, params: dict[str, Any], path: str = "") -> Any:
     """Validate ``params`` of step ``name`` strictly (ConfigError naming the key)."""
-    from distill.schema import from_dict
+    from tinydistill.distill.schema import from_dict
 
     return from_dict(STEPS.entry(name).meta["params"], params, path or f"compress.{name}")

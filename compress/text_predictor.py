@@ -20,7 +20,7 @@ class TextPredictor:
 
     def examples(self, texts: Iterable) -> list:
         """Texts, ``(text, pair)`` tuples or ``Example``s -> ``Example``s."""
-        from tasks.base import Example
+        from tinydistill.tasks.base import Example
 
         out = []
         for t in texts:

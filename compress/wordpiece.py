@@ -22,7 +22,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from tasks.tokenization import VOCAB_FILE, TokenizedText, _truncate_pair, read_vocab
+from tinydistill.tasks.tokenization import VOCAB_FILE, TokenizedText, _truncate_pair, read_vocab
 
 _EXTRA_SYMBOLS = frozenset("\u00ad\u00b2\u00ba\u3007\u00b5\u00d8\u014b\u01b1")
 _CJK = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
@@ -177,6 +177,6 @@ def lean_tokenizer(directory, spec: dict):
     the project's own (pure-Python) tokenizer for the others."""
     if spec.get("type") == LeanWordPiece.kind:
         return LeanWordPiece.load(directory, spec)
-    from tasks.tokenization import load_tokenizer
+    from tinydistill.tasks.tokenization import load_tokenizer
 
     return load_tokenizer(directory, spec)

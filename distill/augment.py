@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from distill.config import AugmentConfig
+from tinydistill.distill.config import AugmentConfig
 
 
 def pos_words(text: str) -> list[tuple[str, str]]:
@@ -135,7 +135,7 @@ def augment_examples(examples, cfg: AugmentConfig, seed: int = 0, vocab_texts: S
     ``mask_spans`` / ``mask_spans_pair`` (character spans to mask), ``word_spans`` / ``word_spans_pair``
     (the word segmentation the masks were drawn on), ``source`` (the source's meta).
     """
-    from tasks.base import Example
+    from tinydistill.tasks.base import Example
 
     if vocab_texts is None:
         vocab_texts = [t for e in examples for t in (e.text, e.text_pair) if t]
@@ -161,7 +161,7 @@ def apply_masks(encoded, example, tokenizer):
     if not spans and not pair_spans:
         return encoded
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
-    from tasks.base import Encoded
+    from tinydistill.tasks.base import Encoded
 
     keep, group_of = [], {}
     for t, (start, end) in enumerate(encoded.offsets):

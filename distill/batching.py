@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from distill.augment import apply_masks
-from tasks.base import IGNORE_INDEX
+from tinydistill.distill.augment import apply_masks
+from tinydistill.tasks.base import IGNORE_INDEX
 
 
 def encode_examples(task, examples, tokenizer) -> list:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.fsutil import atomic_write_bytes, cache_dir
+from tinydistill.distill.fsutil import atomic_write_bytes, cache_dir
 
 
 def default_cache_root() -> Path:

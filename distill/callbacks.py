@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from distill.engine import Callback
+from tinydistill.distill.engine import Callback
 
 
 class TensorBoardLogger(Callback):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from distill.fsutil import atomic_dir, read_json, write_json
-from distill.runtime import rng_state, set_rng_state
-from distill.schema import ConfigError
+from tinydistill.distill.fsutil import atomic_dir, read_json, write_json
+from tinydistill.distill.runtime import rng_state, set_rng_state
+from tinydistill.distill.schema import ConfigError
 
 
 def save_checkpoint(path: Path, state: dict, student, losses, optimizer, scheduler, named) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from distill.schema import ConfigError, from_dict, require
+from tinydistill.distill.schema import ConfigError, from_dict, require
 
 
 @dataclass
@@ -52,7 +52,7 @@ class LossConfig:
     def config_class_for(cls, data: dict, path: str) -> tuple[type, str]:
         """The parameter class of loss ``data["type"]`` (``distill.schema.from_dict`` calls this)."""
         # by kind, not by import: distill.losses builds on this module (its Params subclass LossConfig)
-        from distill.registry import RegistryError, get_registry
+        from tinydistill.distill.registry import RegistryError, get_registry
 
         losses = get_registry("losses")
         if "type" not in data:

@@ -35,16 +35,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
-from distill.augment import augment_examples
-from distill.batching import collate, encode_examples, epoch_batches, evaluate, model_forward
-from distill.checkpoint import load_checkpoint, save_checkpoint
-from distill.config import DistillConfig, loss_identity
-from distill.fsutil import write_json
-from distill.hooks import FeatureCapture, probe
-from distill.losses import LossInputs, LossSetup, build_losses, uses_teacher
-from distill.runtime import available_cores, seed_everything, set_cpu_threads
-from distill.schema import ConfigError, to_dict
-from distill.teaching import TeacherTargets, same_tokenization
+from tinydistill.distill.augment import augment_examples
+from tinydistill.distill.batching import collate, encode_examples, epoch_batches, evaluate, model_forward
+from tinydistill.distill.checkpoint import load_checkpoint, save_checkpoint
+from tinydistill.distill.config import DistillConfig, loss_identity
+from tinydistill.distill.fsutil import write_json
+from tinydistill.distill.hooks import FeatureCapture, probe
+from tinydistill.distill.losses import LossInputs, LossSetup, build_losses, uses_teacher
+from tinydistill.distill.runtime import available_cores, seed_everything, set_cpu_threads
+from tinydistill.distill.schema import ConfigError, to_dict
+from tinydistill.distill.teaching import TeacherTargets, same_tokenization
 
 #: test hook: SIGKILL the training process right after this optimisation step (simulates a crash)
 KILL_ENV = "TINYDISTILL_KILL_AFTER_STEP"
@@ -147,7 +147,7 @@ class Distiller:
         self.rank = dist.get_rank() if self.world > 1 else 0
         self.callbacks = list(callbacks)
         if self.out_dir is not None and self.rank == 0:
-            from distill.callbacks import ProgressBar, TensorBoardLogger
+            from tinydistill.distill.callbacks import ProgressBar, TensorBoardLogger
             self.callbacks = [TensorBoardLogger(), ProgressBar(), *self.callbacks]
         self.train_examples, self.dev_examples = list(train_examples), list(dev_examples or [])
         self.state = TrainState()
@@ -372,7 +372,7 @@ class Distiller:
         if self.out_dir is None:
             self.best_state = {k: v.clone() for k, v in self.student.state_dict().items()}
             return
-        from distill.modeldir import save_model_dir
+        from tinydistill.distill.modeldir import save_model_dir
         save_model_dir(self.out_dir / "best", self.student, self.tokenizer, self.task,
                        extra={"step": st.global_step, "dev_metrics": st.best_metrics,
                               "main_metric": self.task.main_metric})

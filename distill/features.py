@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from distill.config import LossConfig
-from distill.hooks import last_attention_values
-from distill.layermap import resolve_layer_map
-from distill.losses import LOSSES, Loss, LossInputs, LossSetup, distribution_kl, hidden_mse, value_relation
-from distill.schema import ConfigError, require
+from tinydistill.distill.config import LossConfig
+from tinydistill.distill.hooks import last_attention_values
+from tinydistill.distill.layermap import resolve_layer_map
+from tinydistill.distill.losses import LOSSES, Loss, LossInputs, LossSetup, distribution_kl, hidden_mse, value_relation
+from tinydistill.distill.schema import ConfigError, require
 
 
 def _arch(model) -> str:

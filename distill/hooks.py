@@ -11,7 +11,7 @@ import difflib
 import functools
 from typing import Any
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 
 def _arch(model) -> str:
@@ -79,7 +79,7 @@ def probe(model, task, encoded, pad_id, capture: FeatureCapture | None = None, h
     its output dict (with ``hidden_states`` when ``hidden``) plus ``features``, what ``capture`` recorded."""
     import paddle
 
-    from distill.batching import collate, model_forward
+    from tinydistill.distill.batching import collate, model_forward
     was_training = model.training
     model.eval()
     if capture is not None:

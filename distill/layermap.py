@@ -23,7 +23,7 @@ width), trained with the student's optimiser and dropped after training.
 """
 from __future__ import annotations
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 
 def uniform_layer_map(teacher_layers: int, student_layers: int, include_embeddings: bool = True) -> dict[int, int]:

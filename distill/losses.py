@@ -21,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from distill.config import LossConfig, ScheduleConfig
-from distill.registry import Registry
-from distill.schedules import scheduled
-from distill.schema import ConfigError, require
+from tinydistill.distill.config import LossConfig, ScheduleConfig
+from tinydistill.distill.registry import Registry
+from tinydistill.distill.schedules import scheduled
+from tinydistill.distill.schema import ConfigError, require
 
 #: ``distill.features`` registers the feature-matching losses (hidden_mse, attention_kl, minilm, intermediate)
-LOSSES = Registry("loss", modules=("distill.features",))
+LOSSES = Registry("loss", modules=("tinydistill.distill.features",))
 
 EPS = 1e-12
 

@@ -40,8 +40,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from distill.fsutil import atomic_dir, read_json, write_json
-from tasks.base import HeadSpec
+from tinydistill.distill.fsutil import atomic_dir, read_json, write_json
+from tinydistill.tasks.base import HeadSpec
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model_state.pdparams"
@@ -54,10 +54,10 @@ class ModelLoadError(RuntimeError):
 
 def _registry(kind: str):
     if kind in ("teacher", "teachers"):
-        from teachers import TEACHERS
+        from tinydistill.teachers import TEACHERS
         return TEACHERS
     if kind in ("student", "students"):
-        from students import STUDENTS
+        from tinydistill.students import STUDENTS
         return STUDENTS
     raise ValueError(f"model kind must be 'teacher' or 'student', got {kind!r}")
 
@@ -92,7 +92,7 @@ def save_model_dir(out_dir: str | os.PathLike, model, tokenizer=None, task=None,
     """Write ``model`` (+ ``tokenizer``, may be None) as a model directory at ``out_dir`` atomically."""
     import paddle
 
-    from distill.schema import to_dict
+    from tinydistill.distill.schema import to_dict
 
     out_dir = Path(out_dir)
     task_info, max_len = None, None
@@ -152,7 +152,7 @@ def load_model_dir(path: str | os.PathLike):
     model.eval()
     tokenizer = None
     if manifest.get("tokenizer"):
-        from tasks.tokenization import load_tokenizer
+        from tinydistill.tasks.tokenization import load_tokenizer
         tokenizer = load_tokenizer(path, manifest["tokenizer"])
     return model, tokenizer, manifest
 

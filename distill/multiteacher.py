@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distill.config import MixingConfig
-from distill.registry import Registry
+from tinydistill.distill.config import MixingConfig
+from tinydistill.distill.registry import Registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,7 +72,7 @@ def evaluate_mixture(teachers, task, examples, cfg: MixingConfig, batch_size: in
     """Metrics of the teachers' mixed logits (what a multi-teacher run distils from) on ``examples``:
     the accuracy of the teacher *ensemble*, which is the figure to set against the student's.  Token heads
     are mixed position by position, so they need every teacher to tokenise alike."""
-    from distill.batching import encode_examples, predict_logits, stack_logits
+    from tinydistill.distill.batching import encode_examples, predict_logits, stack_logits
 
     heads = task.heads()
     per_teacher, encoded = [], None

@@ -11,7 +11,7 @@ the registered function/method).  That keeps ``tinydistill list``/``--help``/``d
 
 Adding a part is one decorated function or class::
 
-    from students import STUDENTS
+    from tinydistill.students import STUDENTS
 
     @STUDENTS.register("my-cnn", summary="3-layer CNN over characters")
     def build_my_cnn(heads, init="scratch", **options): ...
@@ -158,17 +158,17 @@ class Registry:
 # Where each kind's registry lives ("module:attribute"); used by ``tinydistill list``.  Every module named
 # here must import without paddle or numpy (``tinydistill list`` stays light; tests/test_cli.py checks).
 KINDS: dict[str, str] = {
-    "tasks": "tasks:TASKS",
-    "tokenizers": "tasks.tokenization:TOKENIZERS",
-    "teachers": "teachers:TEACHERS",
-    "students": "students:STUDENTS",
-    "losses": "distill.losses:LOSSES",
-    "schedules": "distill.schedules:SCHEDULES",
-    "mixers": "distill.multiteacher:MIXERS",
-    "steps": "compress:STEPS",
-    "formats": "compress:FORMATS",
-    "runtimes": "compress:RUNTIMES",
-    "datasets": "tasks.datasets:DATASETS",
+    "tasks": "tinydistill.tasks:TASKS",
+    "tokenizers": "tinydistill.tasks.tokenization:TOKENIZERS",
+    "teachers": "tinydistill.teachers:TEACHERS",
+    "students": "tinydistill.students:STUDENTS",
+    "losses": "tinydistill.distill.losses:LOSSES",
+    "schedules": "tinydistill.distill.schedules:SCHEDULES",
+    "mixers": "tinydistill.distill.multiteacher:MIXERS",
+    "steps": "tinydistill.compress:STEPS",
+    "formats": "tinydistill.compress:FORMATS",
+    "runtimes": "tinydistill.compress:RUNTIMES",
+    "datasets": "tinydistill.tasks.datasets:DATASETS",
 }
 # Older names of kinds, and the kinds each stands for.  "backends" meant both an export format (config
 # ``export:``) and a runtime (``--backend``): ``tinydistill list backends`` shows both, and where one registry

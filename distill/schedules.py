@@ -5,8 +5,8 @@ decorated function.
 """
 from __future__ import annotations
 
-from distill.config import ScheduleConfig
-from distill.registry import Registry
+from tinydistill.distill.config import ScheduleConfig
+from tinydistill.distill.registry import Registry
 
 SCHEDULES = Registry("schedule")
 

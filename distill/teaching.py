@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.batching import collate, encode_examples, model_forward, pad_rows, predict_logits
-from distill.cache import TeacherCache, default_cache_root, example_key, teacher_fingerprint
-from distill.multiteacher import mix_logits
+from tinydistill.distill.batching import collate, encode_examples, model_forward, pad_rows, predict_logits
+from tinydistill.distill.cache import TeacherCache, default_cache_root, example_key, teacher_fingerprint
+from tinydistill.distill.multiteacher import mix_logits
 
 
 def same_tokenization(a, b) -> bool:

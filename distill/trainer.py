@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from distill.batching import collate, encode_examples, evaluate, predict_logits, stack_logits  # noqa: F401
-from distill.config import DistillConfig
-from distill.engine import KILL_ENV, Callback, Distiller, TrainResult, TrainState  # noqa: F401
+from tinydistill.distill.batching import collate, encode_examples, evaluate, predict_logits, stack_logits  # noqa: F401
+from tinydistill.distill.config import DistillConfig
+from tinydistill.distill.engine import KILL_ENV, Callback, Distiller, TrainResult, TrainState  # noqa: F401
 
 
 def train(student, tokenizer, task, train_examples, dev_examples, config: DistillConfig, out_dir,

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import clean_stale_temporaries, read_json, write_json
-from distill.schema import ConfigError, to_dict
-from experiments.config_sections import ModelSection
-from experiments.config_yaml import deep_merge
-from experiments.identity import EXECUTION_KEYS, config_hash, hash_view, short_name
+from tinydistill.distill.fsutil import clean_stale_temporaries, read_json, write_json
+from tinydistill.distill.schema import ConfigError, to_dict
+from tinydistill.experiments.config_sections import ModelSection
+from tinydistill.experiments.config_yaml import deep_merge
+from tinydistill.experiments.identity import EXECUTION_KEYS, config_hash, hash_view, short_name
 
 ASSISTANTS_DIR = "_assistants"
 
@@ -59,7 +59,7 @@ class AssistantSection(ModelSection):
 
 def assistant_sections(value: Any, distill_raw: dict, teachers: list) -> list[AssistantSection]:
     """Validate ``assistants:`` (a list of model sections with an optional ``distill`` override each)."""
-    from experiments.config import _distill_config, _model_section, _uses_teacher
+    from tinydistill.experiments.config import _distill_config, _model_section, _uses_teacher
 
     if value is None:
         return []
@@ -132,7 +132,7 @@ class AssistantChain:
     # -- identity ------------------------------------------------------------------------------
     def shared_dir(self, k: int) -> Path:
         """``<exp>/_assistants/<short>-s<seed>-<key>``: the same chain prefix and hop config -> the same model."""
-        from experiments.protocol import teacher_task
+        from tinydistill.experiments.protocol import teacher_task
 
         r = self.runner
         body = {"task": teacher_task(hash_view(r.raw, r.data_fingerprint)["task"]),
@@ -192,18 +192,18 @@ class AssistantChain:
 
     def model(self, k: int) -> tuple:
         if k not in self._models:
-            from teachers.base import load_model_dir
+            from tinydistill.teachers.base import load_model_dir
 
             model, tok, _ = load_model_dir(self.shared_dir(k) / "best")
             self._models[k] = (model, tok)
         return self._models[k]
 
     def _train(self, k: int, out: Path) -> dict:
-        from distill.runtime import seed_everything
-        from distill.trainer import train
-        from experiments.protocol import training_facts
-        from experiments.stage_tools import resumable
-        from teachers.base import build_model
+        from tinydistill.distill.runtime import seed_everything
+        from tinydistill.distill.trainer import train
+        from tinydistill.experiments.protocol import training_facts
+        from tinydistill.experiments.stage_tools import resumable
+        from tinydistill.teachers.base import build_model
 
         r, a = self.runner, self.sections[k]
         teachers = self.teachers_of(k)
@@ -217,9 +217,9 @@ class AssistantChain:
 
     def stage(self, k: int) -> dict:
         """Stage ``assistant<k+1>``: the shared assistant (trained if missing), linked into the run directory."""
-        from distill.fsutil import link_atomically
-        from experiments.stage_tools import model_facts
-        from experiments.store import flatten_metrics
+        from tinydistill.distill.fsutil import link_atomically
+        from tinydistill.experiments.stage_tools import model_facts
+        from tinydistill.experiments.store import flatten_metrics
 
         r = self.runner
         done = self.ensure(k)
@@ -243,8 +243,8 @@ def chain_of(record: dict) -> list[str]:
 def chain_table(rows: list) -> tuple[list[str], list[list[str]], list[list[Any]]] | None:
     """Every KD row's chain with each hop's dev metric, and the student minus the direct chain's student
     (same task, teacher and student, KD, no assistants), paired by seed.  None without any assistant run."""
-    from experiments.report import mean_std, paired_diff
-    from experiments.report_protocol import _fmt_diff
+    from tinydistill.experiments.report import mean_std, paired_diff
+    from tinydistill.experiments.report_protocol import _fmt_diff
 
     kd = [row for row in rows if row.kd]
     if not any(len(chain_of(row.records[0])) > 2 for row in kd):

@@ -19,21 +19,21 @@ import warnings
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-log = logging.getLogger("tinydistill.cli")  # not __name__: that is "__main__" under python -m experiments.cli
+log = logging.getLogger("tinydistill.cli")  # not __name__: that is "__main__" under python -m tinydistill.experiments.cli
 
 # sub-command -> "module:function(args) -> int | None"
 HANDLERS = {
-    "list": "experiments.cli:cmd_list",
-    "quickstart": "experiments.quickstart:cli_quickstart",
-    "run": "experiments.runner:cli_run",
-    "sweep": "experiments.sweep:cli_sweep",
-    "search": "experiments.search:cli_search",
-    "report": "experiments.report:cli_report",
-    "evaluate": "experiments.protocol:cli_evaluate",
-    "predict": "compress.predictors:cli_predict",
-    "bench": "compress.bench:cli_bench",
-    "serve": "compress.serve:cli_serve",
-    "data": "tasks.datasets:cli_data",
+    "list": "tinydistill.experiments.cli:cmd_list",
+    "quickstart": "tinydistill.experiments.quickstart:cli_quickstart",
+    "run": "tinydistill.experiments.runner:cli_run",
+    "sweep": "tinydistill.experiments.sweep:cli_sweep",
+    "search": "tinydistill.experiments.search:cli_search",
+    "report": "tinydistill.experiments.report:cli_report",
+    "evaluate": "tinydistill.experiments.protocol:cli_evaluate",
+    "predict": "tinydistill.compress.predictors:cli_predict",
+    "bench": "tinydistill.compress.bench:cli_bench",
+    "serve": "tinydistill.compress.serve:cli_serve",
+    "data": "tinydistill.tasks.datasets:cli_data",
 }
 
 
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from distill.registry import KIND_ALIASES, KINDS  # light: the registry module imports only the stdlib
+    from tinydistill.distill.registry import KIND_ALIASES, KINDS  # light: the registry module imports only the stdlib
 
     p = sub.add_parser("list", help="list what can be named: " + ", ".join(KINDS))
     p.add_argument("kind", nargs="?", metavar="KIND",
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch sizes of the end-to-end throughput columns (default 8,32)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
 
-    from compress.serve_options import add_arguments as serve_arguments  # no http.server import here
+    from tinydistill.compress.serve_options import add_arguments as serve_arguments  # no http.server import here
 
     p = sub.add_parser("serve", help="HTTP JSON service on a model directory (POST /predict)")
     serve_arguments(p)
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every registry (or one): a ``KIND:`` line, then one ``  NAME  SUMMARY`` line per entry."""
-    from distill.registry import KINDS, get_registry, kinds_of
+    from tinydistill.distill.registry import KINDS, get_registry, kinds_of
 
     for kind in kinds_of(args.kind) if args.kind else list(KINDS):
         registry = get_registry(kind)
@@ -259,7 +259,7 @@ def check_args(args: argparse.Namespace) -> None:
     dirs = getattr(args, "model_dirs", None) or ([args.model_dir] if getattr(args, "model_dir", None) else [])
     if not dirs:
         return
-    from compress.common import read_manifest, runtime_of
+    from tinydistill.compress.common import read_manifest, runtime_of
 
     runtime, flag = getattr(args, "runtime", None), getattr(args, "runtime_flag", "--runtime")
     for d in dirs:
@@ -298,12 +298,12 @@ def _known_errors(specs: tuple[str, ...]) -> tuple[type[BaseException], ...]:
 
 
 #: the user's input: exit 2 (a usage or input error), one line, no traceback; also FileNotFoundError and
-#: UsageError (named in ``exit_status``: this module is ``__main__`` under ``python -m experiments.cli``)
-INPUT_ERRORS = ("distill.registry:RegistryError", "distill.schema:ConfigError", "tasks.base:DataError",
-                "distill.modeldir:ModelLoadError")
+#: UsageError (named in ``exit_status``: this module is ``__main__`` under ``python -m tinydistill.experiments.cli``)
+INPUT_ERRORS = ("tinydistill.distill.registry:RegistryError", "tinydistill.distill.schema:ConfigError", "tinydistill.tasks.base:DataError",
+                "tinydistill.distill.modeldir:ModelLoadError")
 #: a run that started and failed: exit 1, one line, no traceback
-RUN_ERRORS = ("tasks.datasets:DownloadError", "compress.common:ExportError", "compress.bench:BenchError",
-              "experiments.stage_tools:CheckpointError")
+RUN_ERRORS = ("tinydistill.tasks.datasets:DownloadError", "tinydistill.compress.common:ExportError", "tinydistill.compress.bench:BenchError",
+              "tinydistill.experiments.stage_tools:CheckpointError")
 
 
 def exit_status(exc: BaseException) -> int | None:
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     module, func = HANDLERS[args.command].split(":")
     # paddle's import-time notice about C++ extension builds, which nothing here does (stderr stays for errors)
     warnings.filterwarnings("ignore", message="No ccache found")
-    from distill.logs import ENV, configured, resolve_level
+    from tinydistill.distill.logs import ENV, configured, resolve_level
 
     try:
         resolve_level(args.log_verbose - args.log_quiet)

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.registry import RegistryError
-from distill.schema import ConfigError, coerce, from_dict, require
-from experiments.config_sections import (BenchSection, ExperimentConfig, ExportSection, ModelSection, SweepSection,
+from tinydistill.distill.registry import RegistryError
+from tinydistill.distill.schema import ConfigError, coerce, from_dict, require
+from tinydistill.experiments.config_sections import (BenchSection, ExperimentConfig, ExportSection, ModelSection, SweepSection,
                                          TaskSection)
-from experiments.config_yaml import apply_overrides, closest, load_yaml, locate_error
+from tinydistill.experiments.config_yaml import apply_overrides, closest, load_yaml, locate_error
 
 # top-level keys: used for the unknown/missing key check (sections are validated one by one)
 @dataclass
@@ -82,7 +82,7 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"teachers: expected a list of teacher sections, got {extra!r}")
     teachers = [_model_section(t, f"teachers[{i}]", "teachers", teacher=True) for i, t in enumerate(extra)]
     distill = _distill_config(top.distill or {}, "distill")
-    from experiments.multitask import check_task_listed
+    from tinydistill.experiments.multitask import check_task_listed
 
     check_task_listed(task.name, ([teacher] if teacher else []) + teachers)
     if _uses_teacher(distill) and not (teacher or teachers):
@@ -104,8 +104,8 @@ def resolve(raw: dict) -> ExperimentConfig:
         raise ConfigError(f"name: {top.name!r} must be usable as a directory name (letters, digits, _.+-)")
     if top.controls is not None and not isinstance(top.controls, bool):
         raise ConfigError(f"controls: expected true or false, got {top.controls!r}")
-    from experiments.assistants import assistant_sections
-    from experiments.search import search_section
+    from tinydistill.experiments.assistants import assistant_sections
+    from tinydistill.experiments.search import search_section
 
     assistants = assistant_sections(top.assistants, top.distill or {}, ([teacher] if teacher else []) + teachers)
     if assistants and not _uses_teacher(distill):
@@ -120,7 +120,7 @@ def resolve(raw: dict) -> ExperimentConfig:
                             search=search, share_student=bool(top.share_student))
 
 def _registry(kind: str):
-    from distill.registry import get_registry
+    from tinydistill.distill.registry import get_registry
 
     return get_registry(kind)
 
@@ -175,7 +175,7 @@ def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> M
     if not section.init:
         raise ConfigError(f"{path}.init: expected scratch, pretrained or a model directory")
     if teacher:
-        from experiments.multitask import check_teacher_tasks
+        from tinydistill.experiments.multitask import check_teacher_tasks
 
         check_teacher_tasks(section, path)
         train = dict(train or {})
@@ -188,7 +188,7 @@ def _model_section(value: Any, path: str, kind: str, teacher: bool = False) -> M
 
 
 def distill_config_class():
-    from distill.config import DistillConfig
+    from tinydistill.distill.config import DistillConfig
 
     return DistillConfig
 
@@ -200,7 +200,7 @@ def _distill_config(value: Any, path: str):
 
 def _uses_teacher(cfg: Any) -> bool:
     """True when a DistillConfig has a KD loss whose weight is not 0 throughout (needs teacher outputs)."""
-    from distill.losses import uses_teacher
+    from tinydistill.distill.losses import uses_teacher
 
     return uses_teacher(getattr(cfg, "losses", []) or [])
 
@@ -211,7 +211,7 @@ def uses_teacher(cfg: ExperimentConfig) -> bool:
 
 def _compress_section(value: Any) -> list:
     """``compress:`` -> ``[compress.pipeline.Step]``: the steps as the pipeline parses them, then ranges."""
-    from compress.pipeline import parse_steps
+    from tinydistill.compress.pipeline import parse_steps
 
     steps = parse_steps(value, "compress")
     for i, step in enumerate(steps):
@@ -235,7 +235,7 @@ def _check_step_params(params: Any, path: str) -> None:
                 raise ConfigError(f"{path}.{name}: {str(exc).split(' ', 1)[1]}") from None
     losses = getattr(params, "losses", None)
     if losses is not None:
-        from distill.config import LossConfig
+        from tinydistill.distill.config import LossConfig
 
         if not isinstance(losses, list) or not losses:
             raise ConfigError(f"{path}.losses: expected a non-empty list of losses, got {losses!r}")

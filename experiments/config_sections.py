@@ -9,10 +9,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from distill.schema import require, to_dict
+from tinydistill.distill.schema import require, to_dict
 
 if TYPE_CHECKING:
-    from compress.pipeline import Step
+    from tinydistill.compress.pipeline import Step
 
 
 @dataclass
@@ -170,7 +170,7 @@ class ExperimentConfig:
         if self.teachers:
             raw["teachers"] = [_model_raw(t) for t in self.teachers]
         if self.assistants:  # only when used: configs without a chain keep their run ids
-            from experiments.assistants import assistant_raw
+            from tinydistill.experiments.assistants import assistant_raw
 
             raw["assistants"] = [assistant_raw(a) for a in self.assistants]
         raw["student"] = _model_raw(self.student)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 #: bounds of what a config may expand to: a YAML "alias bomb" (anchors referencing anchors) is a few
 #: lines that expand to billions of nodes, so the composed graph is measured before anything is built

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from experiments.config_sections import TaskSection
+    from tinydistill.experiments.config_sections import TaskSection
 
 
 def canonical_json(obj: Any) -> str:
@@ -29,7 +29,7 @@ def config_hash(raw: dict, *, drop: tuple[str, ...] = ("seeds", "sweep", "name",
                 seedless: bool = False) -> str:
     """Stable hash of what determines a run's results (the resolved config without labels and seeds).
     ``seedless``: also ignore the training seeds (``distill.seed``, ``teacher.train.seed``)."""
-    from distill.config import loss_identity
+    from tinydistill.distill.config import loss_identity
 
     body = loss_identity(copy.deepcopy({k: v for k, v in raw.items() if k not in drop}))
     # how a run executes, not what it computes: not part of its identity (a resumed or moved run keeps its id)
@@ -71,7 +71,7 @@ def data_fingerprint(task: TaskSection) -> dict[str, str]:
     different data under the same path a different one.  A data set that is not on disk yet (it will be
     downloaded and verified) is fingerprinted by its official checksums, which the download must match.
     """
-    from tasks.datasets import DATASETS, get_dataset, resolve_data_dir
+    from tinydistill.tasks.datasets import DATASETS, get_dataset, resolve_data_dir
 
     options = task.options
     data_dir = getattr(options, "data_dir", None)
@@ -97,7 +97,7 @@ def data_fingerprint(task: TaskSection) -> dict[str, str]:
 
 
 def _registry(kind: str):
-    from distill.registry import get_registry
+    from tinydistill.distill.registry import get_registry
 
     return get_registry(kind)
 
@@ -105,7 +105,7 @@ def _registry(kind: str):
 def hash_view(raw: dict, data: dict) -> dict:
     """What identifies results: the raw config without the (machine-specific) data directory, plus the
     content fingerprint of the data files (``data_fingerprint``)."""
-    from experiments.protocol import hash_task
+    from tinydistill.experiments.protocol import hash_task
 
     task = hash_task({k: v for k, v in raw["task"].items() if k != "data_dir"})
     return dict(raw, task=dict(task, data_fingerprint=data))

@@ -25,7 +25,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 VIEWS_DIR = "tasks"
 EVAL_ONLY = ("test", "dedup_eval")
@@ -37,8 +37,8 @@ EVAL_ONLY = ("test", "dedup_eval")
 
 def check_teacher_tasks(section, path: str) -> None:
     """Validate ``tasks`` / ``task_mixing`` of a teacher section in place (names made canonical)."""
-    from experiments.config import _checked_name, task_options_class
-    from distill.schema import from_dict
+    from tinydistill.experiments.config import _checked_name, task_options_class
+    from tinydistill.distill.schema import from_dict
 
     if not section.tasks:
         if section.task_mixing:
@@ -96,7 +96,7 @@ def subtask_specs(runner, teacher) -> list[dict]:
 
 
 def multitask_for(runner, teacher):
-    from tasks.multitask import MultiTask
+    from tinydistill.tasks.multitask import MultiTask
 
     mixing = teacher.task_mixing or {}
     main = runner.cfg.task.options
@@ -107,9 +107,9 @@ def multitask_for(runner, teacher):
 
 def teacher_key_extra(runner, teacher) -> dict:
     """What a multi-task teacher's key adds: every task's section (no machine paths) and data by content."""
-    from experiments.config import TaskSection, task_options_class
-    from experiments.identity import data_fingerprint
-    from distill.schema import from_dict
+    from tinydistill.experiments.config import TaskSection, task_options_class
+    from tinydistill.experiments.identity import data_fingerprint
+    from tinydistill.distill.schema import from_dict
 
     specs, data = [], {}
     for spec in subtask_specs(runner, teacher):
@@ -126,12 +126,12 @@ def teacher_model_dir(shared: Path, teacher, task_name: str) -> Path:
 
 def train_teacher(runner, i: int, out: Path) -> dict:
     """Fine-tune teacher ``i`` jointly on its tasks into ``out``; write the per-task views; its metrics."""
-    from distill.runtime import seed_everything
-    from distill.trainer import evaluate, train
-    from experiments.protocol import training_facts
-    from experiments.stage_tools import resumable
-    from experiments.tokenizers import make_tokenizer
-    from teachers.base import build_model, load_model_dir
+    from tinydistill.distill.runtime import seed_everything
+    from tinydistill.distill.trainer import evaluate, train
+    from tinydistill.experiments.protocol import training_facts
+    from tinydistill.experiments.stage_tools import resumable
+    from tinydistill.experiments.tokenizers import make_tokenizer
+    from tinydistill.teachers.base import build_model, load_model_dir
 
     t = runner.cfg.all_teachers[i]
     mt = multitask_for(runner, t)
@@ -152,8 +152,8 @@ def train_teacher(runner, i: int, out: Path) -> dict:
 
 def view_model(model, manifest: dict, task_name: str, task):
     """The shared encoder of a multi-task ``model`` with ``task``'s heads under their own names."""
-    from tasks.multitask import SEP
-    from teachers.base import _build_from_manifest
+    from tinydistill.tasks.multitask import SEP
+    from tinydistill.teachers.base import _build_from_manifest
 
     single = _build_from_manifest(dict(manifest, heads=[h.to_dict() for h in task.heads()]), Path("."))
     mine = f"classifiers.{task_name}{SEP}"
@@ -170,7 +170,7 @@ def view_model(model, manifest: dict, task_name: str, task):
 
 def write_views(best: Path, mt, root: Path) -> dict[str, Path]:
     """One model directory per task under ``root`` from the joint model directory ``best``."""
-    from teachers.base import load_model_dir, save_model_dir
+    from tinydistill.teachers.base import load_model_dir, save_model_dir
 
     model, tok, manifest = load_model_dir(best)
     return {name: save_model_dir(root / name, view_model(model, manifest, name, task), tok, task=task,
@@ -185,12 +185,12 @@ def evaluate_args(args):
     import shutil
     import tempfile
 
-    from compress.common import read_manifest
+    from tinydistill.compress.common import read_manifest
 
     task = (read_manifest(args.model_dir).get("task") or {}) if getattr(args, "model_dir", None) else {}
     if task.get("name") != "multitask" or not getattr(args, "task", None) or args.task == "multitask":
         return args
-    from tasks import build_task
+    from tinydistill.tasks import build_task
 
     options = dict(task.get("options") or {})
     if args.data_dir is not None:
@@ -200,7 +200,7 @@ def evaluate_args(args):
         raise ConfigError(f"--task {args.task}: {args.model_dir} was trained on {list(mt.tasks)}")
     tmp = Path(tempfile.mkdtemp(prefix="tinydistill-view-"))
     atexit.register(shutil.rmtree, tmp, True)
-    from teachers.base import load_model_dir, save_model_dir
+    from tinydistill.teachers.base import load_model_dir, save_model_dir
 
     model, tok, manifest = load_model_dir(args.model_dir)
     save_model_dir(tmp / args.task, view_model(model, manifest, args.task, mt.tasks[args.task]), tok,
@@ -223,8 +223,8 @@ def multitask_table(rows: list) -> tuple[list[str], list[list[str]], list[list[A
     student, KD, a teacher trained on the task alone): the teachers' dev metric on the task, each task's dev metric
     of the multi-task teacher, and multi - single for the teacher and the student, paired by seed (t-test).
     None without any multi-task teacher."""
-    from experiments.report import mean_std, paired_diff
-    from experiments.report_protocol import _fmt_diff
+    from tinydistill.experiments.report import mean_std, paired_diff
+    from tinydistill.experiments.report_protocol import _fmt_diff
 
     multi = [r for r in rows if r.kd and teacher_tasks_of(r.records[0])]
     if not multi:
@@ -262,6 +262,6 @@ def multitask_table(rows: list) -> tuple[list[str], list[list[str]], list[list[A
 
 
 def _main_of(task_name: str) -> str:
-    from tasks import TASKS
+    from tinydistill.tasks import TASKS
 
     return TASKS.get(task_name).main_metric

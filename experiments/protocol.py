@@ -56,7 +56,7 @@ class EvalSets:
     """The evaluation sets of one run (see the module docstring); ``sets["dev"]`` is the dev split."""
 
     def __init__(self, task, train: Sequence, dev: Sequence):
-        from tasks.overlap import seen_texts, unseen
+        from tinydistill.tasks.overlap import seen_texts, unseen
 
         self.sets: dict[str, list] = {"dev": list(dev)}
         if task.options.test:
@@ -81,7 +81,7 @@ class EvalSets:
                  threads: int = 1) -> dict[str, dict[str, float]]:
         """Metrics of a model directory (on its own runtime) on ``sets`` (default: every set but dev); an
         empty set (e.g. no dev row unseen in train) is left out."""
-        from compress.predictor import Predictor
+        from tinydistill.compress.predictor import Predictor
 
         names = [n for n in (self.extra if sets is None else sets) if self.sets.get(n)]
         if not names:
@@ -128,17 +128,17 @@ def gap(metrics: dict, other: dict) -> dict:
 def cli_evaluate(args) -> int:
     """``tinydistill evaluate``; with ``--test-file`` / ``--dedup`` dev (or ``--file``) next to the hold-out
     file and the rows unseen in train, and the gaps."""
-    from experiments.multitask import evaluate_args
+    from tinydistill.experiments.multitask import evaluate_args
 
     args = evaluate_args(args)  # a multi-task model directory with --task: that task's view of it
     if not getattr(args, "test_file", None) and not getattr(args, "dedup", False):
-        from compress.predictors import cli_evaluate as plain
+        from tinydistill.compress.predictors import cli_evaluate as plain
 
         return plain(args)
     import json
 
-    from compress.predictors import open_predictor
-    from tasks.overlap import seen_texts, unseen
+    from tinydistill.compress.predictors import open_predictor
+    from tinydistill.tasks.overlap import seen_texts, unseen
 
     predictor = open_predictor(args.model_dir, runtime=args.runtime, threads=args.threads, task=args.task,
                                data_dir=args.data_dir)

@@ -20,11 +20,11 @@ import os
 import time
 from pathlib import Path
 
-from distill.fsutil import atomic_write_text
-from distill.logs import progress
-from distill.schema import ConfigError
-from experiments.config import resolve
-from experiments.config_yaml import dump_yaml
+from tinydistill.distill.fsutil import atomic_write_text
+from tinydistill.distill.logs import progress
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.config import resolve
+from tinydistill.experiments.config_yaml import dump_yaml
 
 NAME = "quickstart"
 TINY_ERNIE = {"tokenizer": {"build": True}}
@@ -88,9 +88,9 @@ def quickstart_configs(data_root: Path) -> dict[str, dict]:
 
 def run_quickstart(out: Path, resume: bool = False, utterances: int = 400, jobs: int | None = None,
                    log=progress) -> Path:
-    from experiments.report import write_report
-    from experiments.slu_templates import CORPUS_FILE, write_corpus
-    from experiments.sweep import run_sweep
+    from tinydistill.experiments.report import write_report
+    from tinydistill.experiments.slu_templates import CORPUS_FILE, write_corpus
+    from tinydistill.experiments.sweep import run_sweep
 
     t0 = time.time()
     out = Path(out)

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import atomic_write_text
-from experiments.store import STORE_DIRNAME, ResultStore
+from tinydistill.distill.fsutil import atomic_write_text
+from tinydistill.experiments.store import STORE_DIRNAME, ResultStore
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def _fmt_gain(g: Gain) -> str:
 
 def table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[list[Any]]]:
     """Header, formatted cells and raw cells (for CSV) of the ablation table."""
-    from experiments.report_protocol import _fmt_diff, teacher_key, teacher_margin, training_cell
+    from tinydistill.experiments.report_protocol import _fmt_diff, teacher_key, teacher_margin, training_cell
 
     header = ["task", "teacher", "student", "recipe", "seeds"]
     cells, raw = [], []
@@ -267,7 +267,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
     written: dict[str, Path] = {}
     pngs = []
     if plots:
-        from experiments.report_plots import plot_curves, plot_tradeoff
+        from tinydistill.experiments.report_plots import plot_curves, plot_tradeoff
 
         for name, xkey, xlabel in (("acc_vs_size.png", "size_mb", "model size (MB)"),
                                    ("acc_vs_latency.png", "latency_p50_ms", "latency p50 (ms)")):
@@ -277,9 +277,9 @@ def write_report(runs_dir: str | Path, out_dir: str | Path | None = None, format
         p = plot_curves(rows, out_dir / "training_curves.png")
         if p:
             written["training_curves.png"] = pngs.append(p) or p
-    from experiments import report_protocol as protocol
-    from experiments.assistants import chain_table
-    from experiments.multitask import multitask_table
+    from tinydistill.experiments import report_protocol as protocol
+    from tinydistill.experiments.assistants import chain_table
+    from tinydistill.experiments.multitask import multitask_table
 
     extra = [(name, title, note, t) for name, title, note, t in (
         ("eval", "Evaluation sets", "Dev next to the hold-out test file (`task.test` / `--test-file`) and, with "

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import read_json
-from experiments.identity import short_name
+from tinydistill.distill.fsutil import read_json
+from tinydistill.experiments.identity import short_name
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -72,7 +72,7 @@ def plot_tradeoff(rows: list, xkey: str, xlabel: str, path: Path) -> Path | None
 
 
 def save_fig(fig, path: Path) -> None:
-    from distill.fsutil import atomic_path
+    from tinydistill.distill.fsutil import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")

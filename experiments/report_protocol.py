@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.report import Gain, Row, baseline_for, mean_std, paired_diff
+from tinydistill.experiments.report import Gain, Row, baseline_for, mean_std, paired_diff
 
 
 def _fmt_diff(g: Gain) -> str:
@@ -145,12 +145,12 @@ def eval_table(rows: list[Row]) -> tuple[list[str], list[list[str]], list[list[A
 # -- compression --------------------------------------------------------------------------------------
 def _trains(record: dict, label: str) -> bool | None:
     """Whether compression step ``label`` of a record trains (None: unknown, e.g. not a step)."""
-    from compress.pipeline import step_labels
+    from tinydistill.compress.pipeline import step_labels
 
     steps = (record.get("config") or {}).get("compress") or []
     for item, step_label in zip(steps, step_labels([item.get("step") for item in steps])):
         if step_label == label:
-            from compress.controls import trains
+            from tinydistill.compress.controls import trains
 
             try:
                 return trains(item["step"], {k: v for k, v in item.items() if k != "step"})

@@ -2,10 +2,10 @@
 record in the result store, from the metrics every stage wrote into its marker."""
 from __future__ import annotations
 
-from distill.fsutil import atomic_write_text, write_json
-from experiments.config import uses_teacher
-from experiments.config_yaml import dump_yaml
-from experiments.store import provenance
+from tinydistill.distill.fsutil import atomic_write_text, write_json
+from tinydistill.experiments.config import uses_teacher
+from tinydistill.experiments.config_yaml import dump_yaml
+from tinydistill.experiments.store import provenance
 
 
 def report_stage(r) -> dict:

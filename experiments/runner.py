@@ -31,18 +31,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.fsutil import atomic_write_text, clean_stale_temporaries, read_json, write_json
-from distill.logs import progress
-from distill.runtime import seed_everything
-from distill.schema import ConfigError, to_dict
-from experiments.assistants import AssistantChain
-from experiments.config import ExperimentConfig, ModelSection, load_config, uses_teacher
-from experiments.config_yaml import dump_yaml
-from experiments.identity import data_fingerprint, run_hash, short_name
-from experiments.protocol import EvalSets, control_facts, training_facts
-from experiments.stage_tools import TMP_DIR, TemporariesInside, model_facts, resumable, size_mb
-from experiments.store import ResultStore, flatten_metrics, store_dir
-from experiments.teacher_stages import TeacherSet
+from tinydistill.distill.fsutil import atomic_write_text, clean_stale_temporaries, read_json, write_json
+from tinydistill.distill.logs import progress
+from tinydistill.distill.runtime import seed_everything
+from tinydistill.distill.schema import ConfigError, to_dict
+from tinydistill.experiments.assistants import AssistantChain
+from tinydistill.experiments.config import ExperimentConfig, ModelSection, load_config, uses_teacher
+from tinydistill.experiments.config_yaml import dump_yaml
+from tinydistill.experiments.identity import data_fingerprint, run_hash, short_name
+from tinydistill.experiments.protocol import EvalSets, control_facts, training_facts
+from tinydistill.experiments.stage_tools import TMP_DIR, TemporariesInside, model_facts, resumable, size_mb
+from tinydistill.experiments.store import ResultStore, flatten_metrics, store_dir
+from tinydistill.experiments.teacher_stages import TeacherSet
 
 STAGES_DIR = ".stages"
 
@@ -74,7 +74,7 @@ class Runner:
     @cached_property
     def pipeline(self):
         """The compression chain from the student, laid out in the run directory (compress/pipeline.py)."""
-        from compress.pipeline import Pipeline
+        from tinydistill.compress.pipeline import Pipeline
 
         return Pipeline(self.cfg.compress, self.run_dir / "student" / "best", self.run_dir)
 
@@ -204,13 +204,13 @@ class Runner:
     # -- shared inputs -------------------------------------------------------------------------
     @cached_property
     def task(self):
-        from tasks import build_task
+        from tinydistill.tasks import build_task
 
         return build_task(self.cfg.task.name, **to_dict(self.cfg.task.options))
 
     @property
     def task_main_metric(self) -> str:
-        from tasks import TASKS
+        from tinydistill.tasks import TASKS
 
         return TASKS.get(self.cfg.task.name).main_metric
 
@@ -231,14 +231,14 @@ class Runner:
         return self.eval_sets.evaluate(model_dir, data_dir=self.cfg.task.options.data_dir)
 
     def tokenizer_for(self, section: ModelSection, path: str):
-        from experiments.tokenizers import make_tokenizer
+        from tinydistill.experiments.tokenizers import make_tokenizer
 
         return make_tokenizer(section, path, lambda: self.task.texts("train"))
 
     # -- student -------------------------------------------------------------------------------
     def _student_stage(self) -> dict:
         if self.cfg.share_student:  # one training for every run with the same student training
-            from experiments.shared_student import shared_student
+            from tinydistill.experiments.shared_student import shared_student
 
             out, dev, facts = shared_student(self)
         else:
@@ -251,8 +251,8 @@ class Runner:
 
     def _train_student(self, out: Path):
         """Distil the student into ``out`` (or train it without KD); the engine's ``TrainResult``."""
-        from distill.trainer import train
-        from teachers.base import build_model
+        from tinydistill.distill.trainer import train
+        from tinydistill.teachers.base import build_model
 
         s = self.cfg.student
         if s.tokenizer.from_teacher:
@@ -270,7 +270,7 @@ class Runner:
 
     # -- compression, export, bench ------------------------------------------------------------
     def step_context(self):
-        from compress.steps import StepContext
+        from tinydistill.compress.steps import StepContext
 
         return StepContext(data_dir=self.cfg.task.options.data_dir, seed=self.seed,
                            threads=self.cfg.bench.threads if self.cfg.bench else 1, log=self.log)
@@ -302,7 +302,7 @@ class Runner:
         return flatten_metrics(f"control.{label}", metrics)
 
     def _export_stage(self, e) -> dict:
-        from compress.export import export
+        from tinydistill.compress.export import export
 
         out_dir = self.run_dir / "export" / e.backend
         report = export(self.pipeline.last_dir(), e.backend, out_dir, check=e.check, tolerance=e.tolerance,
@@ -314,7 +314,7 @@ class Runner:
         return flatten_metrics(f"export.{e.backend}", report)
 
     def _evaluate_dir(self, model_dir: Path) -> dict:
-        from compress.predictor import Predictor
+        from tinydistill.compress.predictor import Predictor
 
         predictor = Predictor.from_dir(model_dir, threads=1, data_dir=self.cfg.task.options.data_dir)
         return predictor.evaluate(self.dev_examples)
@@ -322,7 +322,7 @@ class Runner:
     def _bench_stage(self) -> dict:
         """Every model variant in its own fresh process (compress.bench): end-to-end latency (tokeniser
         included) and model-only latency, peak RSS, throughput."""
-        from compress.bench import bench_dirs
+        from tinydistill.compress.bench import bench_dirs
 
         b = self.cfg.bench
         variants = [v for v in self.variants() if self.variant_dir(v).exists()]
@@ -343,7 +343,7 @@ class Runner:
         return out
 
     def _report_stage(self) -> dict:
-        from experiments.run_report import report_stage
+        from tinydistill.experiments.run_report import report_stage
 
         return report_stage(self)
 

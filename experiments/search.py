@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from distill.fsutil import read_json
-from distill.logs import progress
-from distill.schema import ConfigError, from_dict
+from tinydistill.distill.fsutil import read_json
+from tinydistill.distill.logs import progress
+from tinydistill.distill.schema import ConfigError, from_dict
 
 #: --budget NAME -> the metric of a model variant it bounds (``<variant>.<metric>``)
 BUDGETS = {"latency_ms": "latency_p50_ms", "latency_p90_ms": "latency_p90_ms",
@@ -81,7 +81,7 @@ class SearchSection:
 
 
 def check_budget(budget: dict, where: str) -> dict[str, float]:
-    from experiments.config_yaml import closest
+    from tinydistill.experiments.config_yaml import closest
 
     for name, limit in budget.items():
         if name not in BUDGETS:
@@ -149,7 +149,7 @@ def recipe_name(quantize: str, width: float, vocab: Optional[int]) -> str:
 
 
 def _student_labels(students: list) -> list[tuple[str, dict]]:
-    from experiments.identity import short_name
+    from tinydistill.experiments.identity import short_name
 
     out = []
     for s in students:
@@ -163,7 +163,7 @@ def grid_config(cfg):
     """``cfg`` with its search space written as a sweep (students x recipes) -> (sweep config, candidates)."""
     import dataclasses
 
-    from experiments.config_sections import BenchSection, SweepSection
+    from tinydistill.experiments.config_sections import BenchSection, SweepSection
 
     space: SearchSection = cfg.search
     if cfg.sweep is not None:
@@ -221,10 +221,10 @@ def over_budget(metrics: dict, budget: dict[str, float], slack: float = 0.0,
 def run_search(cfg, budget: dict[str, float], out: str | Path = "runs", jobs: int = 1, data_dir: str | None = None,
                probe_only: bool = False, log=progress) -> dict:
     """Probe every candidate, prune those over ``budget``, train the rest (a sweep), write the report."""
-    from experiments.runner import Runner
-    from experiments.search_probe import Prober
-    from experiments.search_report import write_search_report
-    from experiments.sweep import expand, run_sweep
+    from tinydistill.experiments.runner import Runner
+    from tinydistill.experiments.search_probe import Prober
+    from tinydistill.experiments.search_report import write_search_report
+    from tinydistill.experiments.sweep import expand, run_sweep
 
     out = Path(out)
     grid_cfg, candidates = grid_config(cfg)
@@ -288,8 +288,8 @@ def parse_budgets(items: list[str]) -> dict[str, float]:
 
 
 def cli_search(args: argparse.Namespace) -> int:
-    from experiments.config import load_config
-    from experiments.runner import test_file_override
+    from tinydistill.experiments.config import load_config
+    from tinydistill.experiments.runner import test_file_override
 
     budget_cli = parse_budgets(args.budget)
     cfg = load_config(args.config, test_file_override(args))

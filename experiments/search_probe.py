@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from distill.fsutil import read_json, write_json
-from distill.logs import progress
-from experiments.search import SEARCH_DIR, STATIC_BUDGETS, Candidate, over_budget
+from tinydistill.distill.fsutil import read_json, write_json
+from tinydistill.distill.logs import progress
+from tinydistill.experiments.search import SEARCH_DIR, STATIC_BUDGETS, Candidate, over_budget
 
 
 def probe_params(params: Any) -> Any:
@@ -70,11 +70,11 @@ class Prober:
 
     def _build(self, c: Candidate, work: Path) -> Path:
         """The candidate's final model directory, untrained: scratch student, compression chain, exports."""
-        from compress.export import export
-        from compress.pipeline import Pipeline, Step
-        from compress.steps import StepContext
-        from distill.runtime import seed_everything
-        from teachers.base import build_model, save_model_dir
+        from tinydistill.compress.export import export
+        from tinydistill.compress.pipeline import Pipeline, Step
+        from tinydistill.compress.steps import StepContext
+        from tinydistill.distill.runtime import seed_everything
+        from tinydistill.teachers.base import build_model, save_model_dir
 
         runner = c.runners[0]
         cfg, s = runner.cfg, runner.cfg.student
@@ -97,7 +97,7 @@ class Prober:
         return Path(current)
 
     def _static(self, c: Candidate, model_dir: Path) -> dict:
-        from compress.common import deploy_size_bytes
+        from tinydistill.compress.common import deploy_size_bytes
 
         manifest = read_json(model_dir / "manifest.json") if (model_dir / "manifest.json").is_file() else {}
         n = manifest.get("num_parameters")
@@ -105,7 +105,7 @@ class Prober:
                 **({"num_parameters": n} if isinstance(n, int) else {})}
 
     def _latency(self, c: Candidate, model_dir: Path) -> dict:
-        from compress.bench import measure
+        from tinydistill.compress.bench import measure
 
         b = c.runners[0].cfg.bench
         r = measure(str(model_dir), None, b.batch_size, b.seq_len, b.threads, self.runs, min(b.warmup, 5), [])

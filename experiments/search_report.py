@@ -13,14 +13,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from distill.fsutil import atomic_write_text, write_json
+from tinydistill.distill.fsutil import atomic_write_text, write_json
 
 AXES = (("latency", "latency_p50_ms", "latency_ms", "latency p50 (ms)"),
         ("size", "size_mb", "size_mb", "size (MB)"))
 
 
 def _mean(values: list[float]) -> tuple[float | None, float | None]:
-    from experiments.report import mean_std
+    from tinydistill.experiments.report import mean_std
 
     return mean_std(values)
 
@@ -50,8 +50,8 @@ def candidate_results(c, main_metric: str) -> dict[str, Any]:
 
 def write_search_report(grid_cfg, candidates: list, budget: dict[str, float], exp_dir: Path,
                         slack: float = 0.0) -> dict[str, Path]:
-    from experiments.report_plots import pareto_front
-    from experiments.search import BUDGETS, over_budget
+    from tinydistill.experiments.report_plots import pareto_front
+    from tinydistill.experiments.search import BUDGETS, over_budget
 
     exp_dir = Path(exp_dir)
     main = candidates[0].runners[0].task_main_metric
@@ -85,7 +85,7 @@ def write_search_report(grid_cfg, candidates: list, budget: dict[str, float], ex
                      _num(r.get("size_mb"), 3), _num(r.get("latency_p50_ms"), 3),
                      "yes" if c.index in front else "",
                      "-" if c.within is None else ("yes" if c.within else "no: " + ", ".join(c.over_after))])
-    from experiments.report import to_csv, to_markdown
+    from tinydistill.experiments.report import to_csv, to_markdown
 
     budget_text = ", ".join(f"`{k}` <= {v:g}" for k, v in budget.items())
     bench = candidates[0].runners[0].cfg.bench
@@ -149,7 +149,7 @@ def plot_search(candidates, trained, front, best, key, xlabel, limit, metric, pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.report_plots import save_fig
+    from tinydistill.experiments.report_plots import save_fig
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     students = list(dict.fromkeys(c.student_label for c, _, _ in pts))

@@ -13,14 +13,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from distill.fsutil import clean_stale_temporaries, read_json, write_json
+from tinydistill.distill.fsutil import clean_stale_temporaries, read_json, write_json
 
 STUDENTS_DIR = "_students"
 
 
 def shared_dir(runner) -> Path:
-    from experiments.identity import config_hash, hash_view, short_name
-    from experiments.protocol import teacher_task
+    from tinydistill.experiments.identity import config_hash, hash_view, short_name
+    from tinydistill.experiments.protocol import teacher_task
 
     r = runner
     body = {"task": teacher_task(hash_view(r.raw, r.data_fingerprint)["task"]), "teacher_keys": r.teacher_keys(),
@@ -31,7 +31,7 @@ def shared_dir(runner) -> Path:
 def shared_student(runner) -> tuple[Path, dict, dict]:
     """Train the shared student if it is missing and link it into the run: ``(run_dir/student, dev metrics,
     training facts)``."""
-    from experiments.protocol import training_facts
+    from tinydistill.experiments.protocol import training_facts
 
     r = runner
     shared = shared_dir(r)
@@ -44,7 +44,7 @@ def shared_student(runner) -> tuple[Path, dict, dict]:
             result = r._train_student(shared)
             write_json(done, {"seconds": round(time.time() - t0, 3), "dev": dict(result.best_metrics),
                               "facts": training_facts(result, r.cfg.distill)})
-    from distill.fsutil import link_atomically
+    from tinydistill.distill.fsutil import link_atomically
 
     link = r.run_dir / "student"
     link_atomically(link, shared)

@@ -16,7 +16,7 @@ import random
 import re
 from pathlib import Path
 
-from distill.fsutil import atomic_write_text
+from tinydistill.distill.fsutil import atomic_write_text
 
 INTENTS = ("OTHERS", "music.play", "music.pause", "music.prev", "music.next", "navigation.navigation",
            "navigation.open", "navigation.start_navigation", "navigation.cancel_navigation",

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.fsutil import read_json
-from distill.schema import ConfigError
+from tinydistill.distill.fsutil import read_json
+from tinydistill.distill.schema import ConfigError
 
 TMP_DIR = ".tmp"  # scratch space of the running stage (tempfile.tempdir)
 
@@ -69,7 +69,7 @@ class TemporariesInside:
 
 def size_mb(model_dir: Path) -> float:
     """MB on disk of what a deployment of ``model_dir`` needs (0 when it is missing)."""
-    from compress.common import deploy_size_bytes
+    from tinydistill.compress.common import deploy_size_bytes
 
     return round((deploy_size_bytes(model_dir) if model_dir.exists() else 0) / 1e6, 4)
 

@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from distill.fsutil import read_json, write_json
+from tinydistill.distill.fsutil import read_json, write_json
 
 RECORD_VERSION = 1
 PACKAGES = ("paddlepaddle", "paddlenlp", "paddleslim", "paddle2onnx", "onnxruntime", "numpy", "tinydistill")

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.logs import progress
-from distill.schema import ConfigError
-from experiments.config import ExperimentConfig, load_config, resolve
-from experiments.config_yaml import deep_merge
+from tinydistill.distill.logs import progress
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.config import ExperimentConfig, load_config, resolve
+from tinydistill.experiments.config_yaml import deep_merge
 
 
 @dataclass
@@ -104,8 +104,8 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
 def _run_cell(job: tuple[dict, int, str, str | None, str, str]) -> tuple[str, str, str]:
     """Worker: run one cell (or only its teacher stage). Returns (run id, status, message)."""
     raw, seed, out, data_dir, what, source = job
-    from experiments.identity import short_name
-    from experiments.runner import Runner
+    from tinydistill.experiments.identity import short_name
+    from tinydistill.experiments.runner import Runner
 
     cfg = resolve(raw)
     cfg.source = source
@@ -159,7 +159,7 @@ def parse_cells(specs: list[str], n: int) -> list[int]:
 
 def list_cells(cfg: ExperimentConfig, out: str | Path, data_dir: str | None = None) -> list[str]:
     """One line per cell, tab-separated: index, run id, teacher, student, recipe, seed, done|todo."""
-    from experiments.runner import Runner
+    from tinydistill.experiments.runner import Runner
 
     lines = []
     for k, cell in enumerate(expand(cfg)):
@@ -174,7 +174,7 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
               log=progress, cells: list[int] | None = None) -> dict[str, list[str]]:
     """Run every cell of the grid (or only the cells with these indices); returns run ids by status
     (``done``, ``skipped``, ``failed``)."""
-    from experiments.runner import Runner
+    from tinydistill.experiments.runner import Runner
 
     grid = expand(cfg)
     cells = grid if cells is None else [grid[k] for k in cells]
@@ -215,7 +215,7 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
 
 
 def cli_sweep(args: argparse.Namespace) -> int:
-    from experiments.runner import test_file_override
+    from tinydistill.experiments.runner import test_file_override
 
     cfg = load_config(args.config, test_file_override(args))
     if args.jobs < 1:

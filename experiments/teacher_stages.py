@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from distill.fsutil import clean_stale_temporaries, link_atomically, read_json, write_json
-from distill.runtime import seed_everything
-from experiments.identity import config_hash, hash_view, short_name
-from experiments.protocol import teacher_task, training_facts
-from experiments.stage_tools import model_facts, resumable
-from experiments.store import flatten_metrics
+from tinydistill.distill.fsutil import clean_stale_temporaries, link_atomically, read_json, write_json
+from tinydistill.distill.runtime import seed_everything
+from tinydistill.experiments.identity import config_hash, hash_view, short_name
+from tinydistill.experiments.protocol import teacher_task, training_facts
+from tinydistill.experiments.stage_tools import model_facts, resumable
+from tinydistill.experiments.store import flatten_metrics
 
 TEACHERS_DIR = "_teachers"
 
@@ -48,7 +48,7 @@ class TeacherSet:
         body = {"task": teacher_task(hash_view(r.raw, r.data_fingerprint)["task"]), "teacher": self._raw(i),
                 "seed": r.seed}
         if t.tasks:  # a multi-task teacher: every task's section and data (experiments/multitask.py)
-            from experiments.multitask import teacher_key_extra
+            from tinydistill.experiments.multitask import teacher_key_extra
 
             body.update(teacher_key_extra(r, t))
         key = config_hash(body)
@@ -56,7 +56,7 @@ class TeacherSet:
 
     def model_dir(self, i: int) -> Path:
         """What students learn from: ``best/``, or a multi-task teacher's view of this run's task."""
-        from experiments.multitask import teacher_model_dir
+        from tinydistill.experiments.multitask import teacher_model_dir
 
         return teacher_model_dir(self.shared_dir(i), self.sections[i], self.runner.cfg.task.name)
 
@@ -90,21 +90,21 @@ class TeacherSet:
         return read_json(done)
 
     def _train(self, i: int, out: Path) -> dict:
-        from teachers.base import build_model, load_model_dir, save_model_dir
+        from tinydistill.teachers.base import build_model, load_model_dir, save_model_dir
 
         r, t = self.runner, self.sections[i]
         path = "teacher" if (i == 0 and r.cfg.teacher) else f"teachers[{i}]"
         if t.tasks:
-            from experiments.multitask import train_teacher
+            from tinydistill.experiments.multitask import train_teacher
 
             return train_teacher(r, i, out)
         if not t.finetune:
             model, tok, _ = load_model_dir(t.init)
             save_model_dir(out / "best", model, tok, task=r.task, extra={"source": t.init})
-            from distill.trainer import evaluate
+            from tinydistill.distill.trainer import evaluate
 
             return {"dev": evaluate(model, tok, r.task, r.dev_examples)}
-        from distill.trainer import train
+        from tinydistill.distill.trainer import train
 
         tok = r.tokenizer_for(t, path)
         seed_everything(r.seed)
@@ -127,7 +127,7 @@ class TeacherSet:
 
     def _mixture_metrics(self) -> dict:
         """Metrics of the teachers' mixed logits (``distill.mixing``) on every evaluation set."""
-        from distill.multiteacher import evaluate_mixture
+        from tinydistill.distill.multiteacher import evaluate_mixture
 
         r = self.runner
         return {name: {k: float(v) for k, v in evaluate_mixture(self.models(), r.task, rows,
@@ -137,7 +137,7 @@ class TeacherSet:
     def models(self) -> list:
         """[(model, tokenizer)] of the run's teachers (loaded once)."""
         if self._models is None:
-            from teachers.base import load_model_dir
+            from tinydistill.teachers.base import load_model_dir
 
             self._models = [load_model_dir(self.model_dir(i))[:2] for i in range(len(self.sections))]
         return self._models

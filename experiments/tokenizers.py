@@ -5,14 +5,14 @@ import string
 from pathlib import Path
 from typing import Callable, Iterable
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 ERNIE_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def default_type(model_name: str) -> str:
     for kind in ("teachers", "students"):
-        from distill.registry import get_registry
+        from tinydistill.distill.registry import get_registry
 
         reg = get_registry(kind)
         if model_name in reg:
@@ -25,7 +25,7 @@ def default_type(model_name: str) -> str:
 def char_wordpiece_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> list[str]:
     """An ERNIE-style WordPiece vocabulary of the texts' characters (CJK characters are whole words for
     ERNIE's pre-tokenizer; ASCII letters and digits get a ``##`` continuation form too)."""
-    from tasks.tokenization import CharTokenizer
+    from tinydistill.tasks.tokenization import CharTokenizer
 
     chars = CharTokenizer.build(texts, min_freq=min_freq).vocab[3:]
     ascii_ = [c for c in string.ascii_lowercase + string.digits]
@@ -39,13 +39,13 @@ def make_tokenizer(section, path: str, train_texts: Callable[[], list[str]]):
     A scratch ERNIE model without any vocabulary file at hand gets a character vocabulary of the training
     texts (as with ``build: true``), so ``--set teacher.init=scratch`` alone makes a config run offline.
     """
-    from tasks.tokenization import TOKENIZERS, ErnieWordPieceTokenizer
+    from tinydistill.tasks.tokenization import TOKENIZERS, ErnieWordPieceTokenizer
 
     spec = section.tokenizer
     init = Path(section.init) if section.init not in ("scratch", "pretrained") else None
     if init is not None and (init / "manifest.json").is_file() and spec.type is None:
-        from teachers.base import read_manifest
-        from tasks.tokenization import load_tokenizer
+        from tinydistill.teachers.base import read_manifest
+        from tinydistill.tasks.tokenization import load_tokenizer
 
         manifest = read_manifest(init)
         if manifest.get("tokenizer"):

@@ -3,6 +3,6 @@
 The ERNIE 3.0 Tiny sizes are registered here too (they share the builder in ``teachers/ernie.py``);
 the Bi-LSTM of Tang et al. and a TextCNN live in this package.
 """
-from distill.registry import Registry
+from tinydistill.distill.registry import Registry
 
-STUDENTS = Registry("student", modules=("teachers.ernie", "students.bilstm", "students.textcnn"))
+STUDENTS = Registry("student", modules=("tinydistill.teachers.ernie", "tinydistill.students.bilstm", "tinydistill.students.textcnn"))

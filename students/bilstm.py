@@ -8,7 +8,7 @@ sequence heads.  Token heads read the per-token LSTM outputs.  ``hidden_states``
 """
 from __future__ import annotations
 
-from students.common import StudentSpec, register
+from tinydistill.students.common import StudentSpec, register
 
 
 def count(cfg: dict) -> int:
@@ -22,6 +22,6 @@ BILSTM = register(StudentSpec(
     summary="Bi-LSTM of Tang et al. 2019 (embedding, 1 BiLSTM layer, pooling, MLP); word or char input",
     defaults=dict(vocab_size=None, embedding_size=300, hidden_size=300, mlp_size=300, pooling="max",
                   activation="tanh", dropout=0.1, padding_idx=0),
-    model_class="students.models:BiLSTMStudent",
+    model_class="tinydistill.students.models:BiLSTMStudent",
     count=count,
 ))

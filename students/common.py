@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.schema import ConfigError
-from students import STUDENTS
+from tinydistill.distill.schema import ConfigError
+from tinydistill.students import STUDENTS
 
 
 @dataclass
@@ -58,7 +58,7 @@ class StudentSpec:
                 f"({total / 1e6:.1f} M with a {vocab_size // 1000}k vocab)")
 
     def build(self, heads, init: str = "scratch", vocab_size: int | None = None, **options):
-        from distill.modeldir import ModelLoadError
+        from tinydistill.distill.modeldir import ModelLoadError
 
         if init == "pretrained":
             raise ModelLoadError(f"init: pretrained: {self.name} has no pretrained weights; use init: scratch "
@@ -80,7 +80,7 @@ class StudentSpec:
         """Weights of a TinyDistill model directory of this architecture (heads kept where the spec matches)."""
         import paddle
 
-        from distill.modeldir import ModelLoadError, load_with_matching_heads, read_manifest
+        from tinydistill.distill.modeldir import ModelLoadError, load_with_matching_heads, read_manifest
 
         manifest = read_manifest(path)
         if manifest["format"] != "dygraph" or manifest["arch"] != self.name:
@@ -106,6 +106,6 @@ def register(spec: StudentSpec) -> StudentSpec:
     build.__name__ = f"build_{spec.name}"
     build.__doc__ = spec.summary
     STUDENTS.add(spec.name, build, summary=spec.summary, describe=spec.describe, options=spec.option_types())
-    from teachers import TEACHERS
+    from tinydistill.teachers import TEACHERS
     TEACHERS.add(spec.name, build, summary=spec.summary, describe=spec.describe, options=spec.option_types())
     return spec

@@ -10,8 +10,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from distill.schema import ConfigError
-from teachers.heads import TaskHeads, default_inputs
+from tinydistill.distill.schema import ConfigError
+from tinydistill.teachers.heads import TaskHeads, default_inputs
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
 

@@ -7,7 +7,7 @@ for a token head is an error.  ``hidden_states`` = [embedding output, concatenat
 """
 from __future__ import annotations
 
-from students.common import StudentSpec, register
+from tinydistill.students.common import StudentSpec, register
 
 
 def count(cfg: dict) -> int:
@@ -21,6 +21,6 @@ TEXTCNN = register(StudentSpec(
     summary="small TextCNN (embedding, 1-D convolutions, max-pool, MLP); sequence heads only",
     defaults=dict(vocab_size=None, embedding_size=128, num_filters=128, kernel_sizes=[1, 2, 3], mlp_size=128,
                   dropout=0.1, padding_idx=0),
-    model_class="students.models:TextCNNStudent",
+    model_class="tinydistill.students.models:TextCNNStudent",
     count=count,
 ))

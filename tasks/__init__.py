@@ -2,9 +2,9 @@
 
 ``TASKS`` maps a task name to its adapter class (a subclass of ``tasks.base.Task``).
 """
-from distill.registry import Registry
+from tinydistill.distill.registry import Registry
 
-TASKS = Registry("task", modules=("tasks.chnsenticorp", "tasks.nlpcc_slu", "tasks.tsv_classification", "tasks.multitask"))
+TASKS = Registry("task", modules=("tinydistill.tasks.chnsenticorp", "tinydistill.tasks.nlpcc_slu", "tinydistill.tasks.tsv_classification", "tinydistill.tasks.multitask"))
 
 
 def build_task(name: str, **options):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 
-from distill.schema import from_dict, to_dict
+from tinydistill.distill.schema import from_dict, to_dict
 
 log = logging.getLogger("tinydistill.tasks")
 
@@ -223,7 +223,7 @@ class Task:
         """The folder this task reads its files from (None: the task names its files itself)."""
         if self.dataset is None:
             return Path(self.options.data_dir) if self.options.data_dir else None
-        from tasks.datasets import resolve_data_dir
+        from tinydistill.tasks.datasets import resolve_data_dir
 
         return resolve_data_dir(self.dataset, self.options.data_dir)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks import TASKS
-from tasks.base import TaskOptions
-from tasks.datasets import resolve_data_dir
-from tasks.tsv_classification import ClassificationTask, Layout
+from tinydistill.tasks import TASKS
+from tinydistill.tasks.base import TaskOptions
+from tinydistill.tasks.datasets import resolve_data_dir
+from tinydistill.tasks.tsv_classification import ClassificationTask, Layout
 
 
 @TASKS.register("chnsenticorp", summary="ChnSentiCorp binary sentiment (PaddleNLP TSV layout)")

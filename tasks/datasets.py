@@ -24,9 +24,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.fsutil import atomic_dir, cache_dir
-from distill.logs import progress
-from distill.registry import Registry, RegistryError
+from tinydistill.distill.fsutil import atomic_dir, cache_dir
+from tinydistill.distill.logs import progress
+from tinydistill.distill.registry import Registry, RegistryError
 
 CHUNK = 1 << 16
 
@@ -265,7 +265,7 @@ def _check_files(folder: Path, ds: Dataset) -> list[str]:
 
 def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | None = None) -> list[str]:
     """Read every row through the task's reader and report counts (raises ``DataError`` on a bad row)."""
-    from tasks import TASKS
+    from tinydistill.tasks import TASKS
 
     folder = resolve_data_dir(ds.name, data_dir, download=False)
     options = {"data_dir": str(folder)}
@@ -273,13 +273,13 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
         options["split_seed"] = split_seed
     cls = TASKS.get(ds.task)
     if split_seed is not None and "split_seed" not in {f.name for f in dataclasses.fields(cls.Options)}:
-        from distill.schema import ConfigError
+        from tinydistill.distill.schema import ConfigError
 
         raise ConfigError(f"--split-seed: task {ds.task!r} has no seeded train/dev split")
     task = cls(**options)
     empty = [split for split in ("train", "dev") if not task.load(split)]
     if empty:  # readable but useless: a run on it would fail later, or train on nothing
-        from tasks.base import DataError
+        from tinydistill.tasks.base import DataError
 
         raise DataError(folder, None, f"no examples in the {' and '.join(empty)} split (empty files, or only "
                                       "headers and blank lines); restore the data set's files")
@@ -287,7 +287,7 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
 
 
 def _overlap(task) -> list[str]:
-    from tasks.overlap import overlap_lines
+    from tinydistill.tasks.overlap import overlap_lines
 
     splits = {"train": task.load("train"), "dev": task.load("dev")}
     try:

@@ -18,9 +18,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from distill.schema import ConfigError
-from tasks import TASKS
-from tasks.base import Encoded, Example, HeadSpec, Task, TaskOptions
+from tinydistill.distill.schema import ConfigError
+from tinydistill.tasks import TASKS
+from tinydistill.tasks.base import Encoded, Example, HeadSpec, Task, TaskOptions
 
 SEP = "__"
 

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tasks import TASKS
-from tasks.base import IGNORE_INDEX, DataError, Encoded, Example, HeadSpec, Span, Task, TaskOptions, argmax, softmax
-from tasks.datasets import resolve_data_dir
+from tinydistill.tasks import TASKS
+from tinydistill.tasks.base import IGNORE_INDEX, DataError, Encoded, Example, HeadSpec, Span, Task, TaskOptions, argmax, softmax
+from tinydistill.tasks.datasets import resolve_data_dir
 
 CORPUS = "corpus.train.txt"
 INTENT_FILE = "intent_label.txt"

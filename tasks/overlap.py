@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable, Sequence
 
-from tasks.base import Example
+from tinydistill.tasks.base import Example
 
 
 def text_key(example: Example) -> str:

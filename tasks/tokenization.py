@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from distill.fsutil import atomic_write_text
-from distill.registry import Registry
+from tinydistill.distill.fsutil import atomic_write_text
+from tinydistill.distill.registry import Registry
 
 TOKENIZERS = Registry("tokenizer")
 # what paddlenlp's tokenizer_utils._is_symbol treats as a symbol

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 
-from tasks import TASKS
-from tasks.base import DataError, Encoded, Example, HeadSpec, Task, TaskOptions, argmax, softmax
+from tinydistill.tasks import TASKS
+from tinydistill.tasks.base import DataError, Encoded, Example, HeadSpec, Task, TaskOptions, argmax, softmax
 
 
 @dataclass(frozen=True)

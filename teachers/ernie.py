@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 
-from students import STUDENTS
-from teachers import TEACHERS
-from teachers.ernie_archs import ARCHS, ERNIE_OPTION_TYPES, GRAM_OPTION_TYPES, STUDENT_SIZES, family, param_count
+from tinydistill.students import STUDENTS
+from tinydistill.teachers import TEACHERS
+from tinydistill.teachers.ernie_archs import ARCHS, ERNIE_OPTION_TYPES, GRAM_OPTION_TYPES, STUDENT_SIZES, family, param_count
 
 
 def describe(name: str) -> str:
@@ -23,7 +23,7 @@ def describe(name: str) -> str:
 
 def _builder(name: str):
     def build(heads, init: str = "scratch", vocab_size: int | None = None, **options):
-        from teachers.ernie_model import build_ernie
+        from tinydistill.teachers.ernie_model import build_ernie
         return build_ernie(name, heads, init=init, vocab_size=vocab_size, **options)
 
     build.__name__ = f"build_{name.replace('-', '_').replace('.', '_')}"

@@ -18,10 +18,10 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from distill.modeldir import ModelLoadError, load_state_strict, load_with_matching_heads, read_manifest
-from distill.schema import ConfigError
-from teachers.ernie_archs import ARCHS, family
-from teachers.heads import TaskHeads, default_inputs, extended_mask
+from tinydistill.distill.modeldir import ModelLoadError, load_state_strict, load_with_matching_heads, read_manifest
+from tinydistill.distill.schema import ConfigError
+from tinydistill.teachers.ernie_archs import ARCHS, family
+from tinydistill.teachers.heads import TaskHeads, default_inputs, extended_mask
 
 # config fields recorded in ``model_config`` (everything that shapes or initialises the encoder)
 CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

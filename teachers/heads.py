@@ -10,7 +10,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from distill.schema import ConfigError
+from tinydistill.distill.schema import ConfigError
 
 
 class TaskHeads(nn.Layer):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.schema import ConfigError
-from experiments.config import resolve
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.config import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def slu_subset(data_dir, tmp_path_factory):
 
 
 def _cli(*args, env=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

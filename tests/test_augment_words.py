@@ -2,12 +2,12 @@
 (the teacher's [MASK] span), because its tokens come from the augmenter's own word segmentation."""
 from __future__ import annotations
 
-from distill.augment import augment_examples
-from distill.config import AugmentConfig
-from distill.trainer import encode_examples
-from experiments.tokenizers import char_wordpiece_vocab
-from tasks import build_task
-from tasks.tokenization import ErnieWordPieceTokenizer, JiebaWordTokenizer
+from tinydistill.distill.augment import augment_examples
+from tinydistill.distill.config import AugmentConfig
+from tinydistill.distill.trainer import encode_examples
+from tinydistill.experiments.tokenizers import char_wordpiece_vocab
+from tinydistill.tasks import build_task
+from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer, JiebaWordTokenizer
 
 
 def _masked_chars(encoded, tokenizer) -> list[tuple[int, int]]:

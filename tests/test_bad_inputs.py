@@ -1,6 +1,6 @@
 """What bad input gets: a table of bad configs, arguments, data and model files run through the real CLI.
 
-Every case runs ``python -m experiments.cli ...`` in its own directory, in a subprocess (a few at a time),
+Every case runs ``python -m tinydistill.experiments.cli ...`` in its own directory, in a subprocess (a few at a time),
 at ``TINYDISTILL_LOG_LEVEL=WARNING`` (progress is info), and must exit non-zero with exactly one error line
 on stderr that names the file, key or argument, with no traceback and no temporary (``.*.tmp``) or output
 directory left behind.  Most cases fail before paddle is imported.  The data are a few generated rows, so the
@@ -75,7 +75,7 @@ def cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = CASE
     # at WARNING: progress (info) is not what a case is about; warnings and the error line still show
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TINYDISTILL_LOG_LEVEL": "WARNING", **(env or {})}
     env.pop("TINYDISTILL_DEBUG", None)
-    cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "experiments.cli", *args]
+    cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "tinydistill.experiments.cli", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -98,28 +98,28 @@ class Case:
 # line and leave no temporary behind
 ENOSPC = """
 import errno, sys
-import distill.fsutil as fs
+import tinydistill.distill.fsutil as fs
 def full(path):
     raise OSError(errno.ENOSPC, "No space left on device", str(path))
 fs._fsync = full
-from experiments.cli import main
+from tinydistill.experiments.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 # ... and while a stage writes a model directory (a checkpoint), where the library's error names no file
 ENOSPC_STAGE = """
 import errno, sys
-import distill.fsutil as fs
+import tinydistill.distill.fsutil as fs
 def full(root):
     raise OSError(errno.ENOSPC, "No space left on device")
 fs._finish_tree = full
-from experiments.cli import main
+from tinydistill.experiments.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 # the QAT / INT8 tolerance refusal is an ExportError raised deep in a run; here raised by the handler itself
 EXPORT_REFUSAL = """
 import sys
-import experiments.cli as cli
-import compress.common as common
+import tinydistill.experiments.cli as cli
+import tinydistill.compress.common as common
 def refuse(args):
     raise common.ExportError("qat: INT8 dev accuracy 61.20 is 2.10 points below the FP32 input (tolerance 0.5)")
 sys.modules[__name__].refuse = refuse
@@ -297,10 +297,10 @@ def env(tmp_path_factory) -> dict:
     maker = f"""
 import shutil, sys
 from pathlib import Path
-from compress.export import export
-from tasks import build_task
-from tasks.tokenization import CharTokenizer
-from teachers.base import build_model, save_model_dir
+from tinydistill.compress.export import export
+from tinydistill.tasks import build_task
+from tinydistill.tasks.tokenization import CharTokenizer
+from tinydistill.teachers.base import build_model, save_model_dir
 out = Path({str(models)!r})
 task = build_task("chnsenticorp", data_dir={str(cs)!r}, max_seq_length=16)
 tok = CharTokenizer.build(task.texts("train"))
@@ -343,8 +343,8 @@ def test_bad_inputs_table(env):
 
 # -- silent wrong results: the data a run reads ----------------------------------------------------------
 def test_data_dir_wins_and_run_ids_follow_the_data(tmp_path):
-    from experiments.config import load_config
-    from experiments.runner import Runner
+    from tinydistill.experiments.config import load_config
+    from tinydistill.experiments.runner import Runner
 
     a = write_chnsenticorp(tmp_path / "A", rows=40)
     b = write_chnsenticorp(tmp_path / "B", rows=30)
@@ -383,7 +383,7 @@ def test_report_skips_a_damaged_record_and_counts_it(env, tmp_path):
 
 
 def test_atomic_writes_are_readable_by_others_and_clean_up(tmp_path):
-    from distill.fsutil import atomic_dir, clean_stale_temporaries, write_json
+    from tinydistill.distill.fsutil import atomic_dir, clean_stale_temporaries, write_json
 
     old = os.umask(0o022)
     try:
@@ -405,8 +405,8 @@ def test_atomic_writes_are_readable_by_others_and_clean_up(tmp_path):
 def test_sweep_counts_runs_finished_elsewhere_as_skipped(tmp_path, monkeypatch):
     """A run another worker finished between the sweep's check and its turn returns "skipped": the summary
     must say so instead of counting it as done."""
-    import experiments.sweep as sweep
-    from experiments.config import load_config
+    import tinydistill.experiments.sweep as sweep
+    from tinydistill.experiments.config import load_config
 
     (tmp_path / "c.yaml").write_text(TINY_RUN + "seeds: [1, 2]\n", encoding="utf-8")
     cfg = load_config(tmp_path / "c.yaml")

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import contextlib, io, json, sys
-from experiments.cli import main
+from tinydistill.experiments.cli import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     try:
@@ -75,7 +75,7 @@ def test_version_prints_the_installed_version():
     import sys
     from importlib.metadata import version
 
-    out = subprocess.run([sys.executable, "-m", "experiments.cli", "--version"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"tinydistill {version('tinydistill')}"
 
@@ -94,7 +94,7 @@ def parse_list(text: str) -> dict[str, list[str]]:
 
 
 def test_list_shows_every_registry_and_stays_light():
-    from distill.registry import KINDS, get_registry
+    from tinydistill.distill.registry import KINDS, get_registry
 
     res = run_cli("list")
     assert res["rc"] == 0 and res["heavy"] == [] and res["numpy"] is False
@@ -117,8 +117,8 @@ def test_list_one_kind_and_the_backends_alias():
 
 # -- registries derived, not duplicated --------------------------------------------------------------------
 def test_runtime_tables_come_from_the_registries():
-    from compress import FORMATS, RUNTIMES
-    from compress.common import default_runtimes, runtime_of
+    from tinydistill.compress import FORMATS, RUNTIMES
+    from tinydistill.compress.common import default_runtimes, runtime_of
 
     assert default_runtimes() == {"dygraph": "paddle", "paddle-inference": "paddle-inference",
                                   "onnx": "onnxruntime", "ort": "onnxruntime"}
@@ -136,9 +136,9 @@ def test_runtime_tables_come_from_the_registries():
 def test_config_literals_match_the_schedule_and_mixer_registries():
     import typing
 
-    from distill.config import MixingConfig, ScheduleConfig
-    from distill.multiteacher import MIXERS
-    from distill.schedules import SCHEDULES
+    from tinydistill.distill.config import MixingConfig, ScheduleConfig
+    from tinydistill.distill.multiteacher import MIXERS
+    from tinydistill.distill.schedules import SCHEDULES
 
     hints = {cls: typing.get_type_hints(cls) for cls in (ScheduleConfig, MixingConfig)}
     assert set(typing.get_args(hints[ScheduleConfig]["type"])) == set(SCHEDULES.names())
@@ -146,7 +146,7 @@ def test_config_literals_match_the_schedule_and_mixer_registries():
 
 
 def test_registry_reads_like_the_dicts_it_replaced(monkeypatch):
-    from tasks import datasets
+    from tinydistill.tasks import datasets
 
     assert list(datasets.DATASETS) == ["chnsenticorp", "nlpcc2018_task4"] and len(datasets.DATASETS) == 2
     assert datasets.get_dataset("nlpcc2018_slu") is datasets.DATASETS["nlpcc2018_task4"]  # a task's name
@@ -161,17 +161,17 @@ def test_registry_reads_like_the_dicts_it_replaced(monkeypatch):
 
 # -- logging and exit codes (a stand-in command, in this process) ---------------------------------------------
 def _fake_command(monkeypatch, body):
-    import experiments.cli as cli
+    import tinydistill.experiments.cli as cli
 
     monkeypatch.setattr(cli, "_fake", body, raising=False)
-    monkeypatch.setitem(cli.HANDLERS, "report", "experiments.cli:_fake")
+    monkeypatch.setitem(cli.HANDLERS, "report", "tinydistill.experiments.cli:_fake")
     return cli.main
 
 
 def _chatty(args):
     import logging
 
-    from distill.logs import ENV
+    from tinydistill.distill.logs import ENV
 
     logging.getLogger("experiments.fake").info("an info line")
     logging.getLogger("tinydistill.fake").debug("a debug line")
@@ -193,7 +193,7 @@ def _chatty(args):
                        "compress.fake: warning: a warning line"]),  # the flag wins
 ])
 def test_log_levels_leave_results_on_stdout(monkeypatch, capsys, flags, env, shown):
-    from distill.logs import ENV
+    from tinydistill.distill.logs import ENV
 
     if env is None:
         monkeypatch.delenv(ENV, raising=False)
@@ -208,7 +208,7 @@ def test_log_levels_leave_results_on_stdout(monkeypatch, capsys, flags, env, sho
 
 
 def test_spawned_process_honours_the_log_level():
-    code = "from distill.logs import progress; progress('from a worker')"
+    code = "from tinydistill.distill.logs import progress; progress('from a worker')"
     for level, expect in (("INFO", "from a worker\n"), ("WARNING", "")):
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                               env={**os.environ, "TINYDISTILL_LOG_LEVEL": level, "PYTHONPATH": str(ROOT)})
@@ -222,9 +222,9 @@ def _raises(error):
 
 
 def test_exit_codes(monkeypatch, capsys):
-    from compress.common import ExportError
-    from distill.logs import ENV
-    from distill.schema import ConfigError
+    from tinydistill.compress.common import ExportError
+    from tinydistill.distill.logs import ENV
+    from tinydistill.distill.schema import ConfigError
 
     main = _fake_command(monkeypatch, _raises(ExportError("qat: INT8 accuracy out of tolerance")))
     assert main(["report", "runs"]) == 1  # a run failed

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-import distill  # noqa: F401 - before paddle: pins the legacy program format that export needs
+from tinydistill import distill  # noqa: F401 - before paddle: pins the legacy program format that export needs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "播放周杰伦的稻香"
 # the CLI in a process that reports, as its last stdout line, which heavy modules it imported
 PROBE = """
 import json, sys
-from experiments.cli import main
+from tinydistill.experiments.cli import main
 rc = main(sys.argv[1:])
 print("MODULES " + json.dumps(sorted(m for m in ("numpy", "paddle", "onnxruntime") if m in sys.modules)))
 sys.exit(rc)
@@ -31,10 +31,10 @@ def models(tmp_path_factory, data_dir) -> dict[str, Path]:
 
     import paddle
 
-    from compress.export import export
-    from tasks import build_task
-    from tasks.tokenization import CharTokenizer
-    from teachers.base import build_model, save_model_dir
+    from tinydistill.compress.export import export
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import CharTokenizer
+    from tinydistill.teachers.base import build_model, save_model_dir
 
     slu = build_task("nlpcc2018_slu", max_seq_length=16, data_dir=str(data_dir))
     tok = CharTokenizer.build(slu.texts("train")[:2000])
@@ -104,7 +104,7 @@ def test_c_api_session_gives_the_python_runtimes_logits(models):
     """The registered onnxruntime-c runtime also serves the numpy ``Predictor`` (``CApiSession``)."""
     import numpy as np
 
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     c_api = Predictor.from_dir(models["onnx"], runtime="onnxruntime-c", data_dir=str(models["data"]))
     python = Predictor.from_dir(models["onnx"], runtime="onnxruntime", data_dir=str(models["data"]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.schema import ConfigError  # importing distill first pins the legacy program format
+from tinydistill.distill.schema import ConfigError  # importing distill first pins the legacy program format
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128)
@@ -20,7 +20,7 @@ TINY = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermed
 
 @pytest.fixture(scope="module")
 def slu(data_dir):
-    from tasks import build_task
+    from tinydistill.tasks import build_task
 
     return build_task("nlpcc2018_slu", max_seq_length=16, data_dir=str(data_dir))
 
@@ -28,10 +28,10 @@ def slu(data_dir):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, slu, ernie_vocab):
     """A tiny ERNIE trained for a few hundred steps (hard labels) -> its best dygraph model directory."""
-    from distill.config import DistillConfig
-    from distill.trainer import train
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.trainer import train
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model
 
     tok = ErnieWordPieceTokenizer(ernie_vocab)
     model = build_model("student", "ernie-3.0-tiny-nano-v2-zh", slu.heads(), vocab_size=tok.vocab_size,
@@ -45,7 +45,7 @@ def trained(tmp_path_factory, slu, ernie_vocab):
 
 @pytest.fixture(scope="module")
 def ctx(data_dir):
-    from compress.steps import StepContext
+    from tinydistill.compress.steps import StepContext
 
     return StepContext(data_dir=str(data_dir), max_train_examples=1500, max_dev_examples=400, latency_runs=5,
                        log=lambda m: None)
@@ -60,9 +60,9 @@ def _dev_feed(pred, n=64):
 def test_fp32_export_matches_dygraph(trained, tmp_path, data_dir, backend):
     import paddle
 
-    from compress.export import export
-    from compress.predictor import Predictor
-    from teachers.base import load_model_dir
+    from tinydistill.compress.export import export
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.teachers.base import load_model_dir
 
     report = export(trained, backend, tmp_path / backend, data_dir=str(data_dir))
     assert report["check"]["passed"] and report["check"]["max_abs_logit_diff"] < 1e-4
@@ -87,9 +87,9 @@ def test_fp32_export_matches_dygraph(trained, tmp_path, data_dir, backend):
 def test_bilstm_onnx_export_matches_on_padded_batches(tmp_path, slu, data_dir):
     """paddle2onnx drops an LSTM's ``sequence_length``; the Bi-LSTM is written so that its exports still
     agree with dygraph on padded batches (dev batches mix lengths)."""
-    from compress.export import export
-    from tasks.tokenization import CharTokenizer
-    from teachers.base import build_model, save_model_dir
+    from tinydistill.compress.export import export
+    from tinydistill.tasks.tokenization import CharTokenizer
+    from tinydistill.teachers.base import build_model, save_model_dir
 
     tok = CharTokenizer.build(slu.texts("train")[:2000])
     model = build_model("student", "bilstm", slu.heads(), vocab_size=tok.vocab_size, embedding_size=16,
@@ -103,8 +103,8 @@ def test_broken_int8_export_is_refused(trained, tmp_path, data_dir, monkeypatch)
     import onnx
     from onnx import numpy_helper
 
-    import compress.export as ex
-    from compress.common import ExportError
+    import tinydistill.compress.export as ex
+    from tinydistill.compress.common import ExportError
 
     good = ex.export(trained, "onnx-int8", tmp_path / "int8", data_dir=str(data_dir), max_check_examples=1500)
     assert good["precision"] == "int8" and good["check"]["passed"]
@@ -131,10 +131,10 @@ def test_broken_int8_export_is_refused(trained, tmp_path, data_dir, monkeypatch)
 
 
 def test_onnxruntime_predictor_does_not_import_paddle(trained, tmp_path, data_dir):
-    from compress.export import export
+    from tinydistill.compress.export import export
 
     export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
-    proc = subprocess.run([sys.executable, "-m", "compress.predictor", str(tmp_path / "onnx"), "onnxruntime",
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.compress.predictor", str(tmp_path / "onnx"), "onnxruntime",
                            "播放刘德华的忘情水"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
@@ -145,8 +145,8 @@ def test_onnxruntime_predictor_does_not_import_paddle(trained, tmp_path, data_di
 def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path, data_dir):
     """The onnxruntime-c backend (ctypes over libonnxruntime, compress/ort_capi.py) decodes exactly like the
     Python ONNX Runtime predictor, and its process imports neither numpy nor paddle nor onnxruntime."""
-    from compress.predictors import open_predictor
-    from compress.export import export
+    from tinydistill.compress.predictors import open_predictor
+    from tinydistill.compress.export import export
 
     export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
     texts = ["播放刘德华的忘情水", "导航到北京西站", "打开空调", "给张三打电话"]
@@ -157,7 +157,7 @@ def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path
     assert [g["intent"] for g in got] == [e["intent"] for e in expected]
     assert [g["slots"] for g in got] == [e["slots"] for e in expected]
     assert all(abs(g["confidence"] - e["confidence"]) < 1e-5 for g, e in zip(got, expected))
-    code = ("import sys, json; from compress.predictors import open_predictor; "
+    code = ("import sys, json; from tinydistill.compress.predictors import open_predictor; "
             f"p = open_predictor({str(tmp_path / 'onnx')!r}, backend='onnxruntime-c', data_dir={str(data_dir)!r}); "
             f"print(json.dumps(p.predict({texts!r}), ensure_ascii=False)); "
             "print(sorted(m for m in ('numpy', 'paddle', 'onnxruntime') if m in sys.modules))")
@@ -170,8 +170,8 @@ def test_c_api_predictor_equals_python_predictor_without_numpy(trained, tmp_path
 
 # -- steps ----------------------------------------------------------------------------------------------
 def test_vocab_prune_keeps_logits_of_surviving_tokens(trained, tmp_path, ctx):
-    from compress.predictor import Predictor
-    from compress.steps import vocab_prune
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.compress.steps import vocab_prune
 
     report = vocab_prune(trained, tmp_path / "vp", {"max_vocab_size": 800}, ctx)
     assert report["vocab_after"] == 800 and report["positions"] == [64, 16]
@@ -192,7 +192,7 @@ def test_vocab_prune_keeps_logits_of_surviving_tokens(trained, tmp_path, ctx):
 
 
 def report_size(d):
-    from compress.common import deploy_size_bytes
+    from tinydistill.compress.common import deploy_size_bytes
 
     return deploy_size_bytes(d)
 
@@ -204,11 +204,11 @@ def ctx_texts(pred):
 def test_width_prune_reorder_is_exact_and_slicing_shapes(trained, tmp_path, ctx):
     import paddle
 
-    from compress.prune import importance, prune_width, transformer_layers
-    from compress.steps import width_prune
-    from teachers.base import load_model_dir
+    from tinydistill.compress.prune import importance, prune_width, transformer_layers
+    from tinydistill.compress.steps import width_prune
+    from tinydistill.teachers.base import load_model_dir
 
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     model, tok, manifest = load_model_dir(trained)
     p = Predictor.from_dir(trained)
@@ -239,9 +239,9 @@ def test_width_prune_reorder_is_exact_and_slicing_shapes(trained, tmp_path, ctx)
 
 
 def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
-    from compress.pipeline import parse_steps, run_steps
-    from tasks.tokenization import CharTokenizer
-    from teachers.base import build_model, save_model_dir
+    from tinydistill.compress.pipeline import parse_steps, run_steps
+    from tinydistill.tasks.tokenization import CharTokenizer
+    from tinydistill.teachers.base import build_model, save_model_dir
 
     with pytest.raises(ConfigError, match=r"compress\[0\]\.max_vocab: unknown key; did you mean 'max_vocab_size'"):
         parse_steps([{"step": "vocab_prune", "max_vocab": 10}])
@@ -264,9 +264,9 @@ def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
 
 
 def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):
-    from compress.export import export
-    from compress.predictor import Predictor
-    from compress.steps import embedding_int8, qat, width_prune
+    from tinydistill.compress.export import export
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.compress.steps import embedding_int8, qat, width_prune
 
     # this 64-wide model loses a few points on oneDNN's INT8 kernels (the same program with FP32 kernels does
     # not), hence the wide tolerance here; the nano benchmark measures the real loss
@@ -287,8 +287,8 @@ def test_qat_embedding_int8_and_exports(trained, tmp_path, ctx, data_dir):
 
 
 def test_cli_predict_evaluate_bench(trained, tmp_path, data_dir, capsys):
-    from compress.export import export
-    from experiments.cli import main
+    from tinydistill.compress.export import export
+    from tinydistill.experiments.cli import main
 
     export(trained, "onnx", tmp_path / "onnx", data_dir=str(data_dir))
     capsys.readouterr()
@@ -314,7 +314,7 @@ def test_cli_predict_evaluate_bench(trained, tmp_path, data_dir, capsys):
 
 
 def test_ptq_records_both_methods_and_keeps_the_better(trained, tmp_path, ctx):
-    from compress.steps import ptq
+    from tinydistill.compress.steps import ptq
 
     r = ptq(trained, tmp_path / "ptq", {"calibration_examples": 64, "tolerance": 3.0}, ctx)
     cands = r["candidates"]
@@ -329,7 +329,7 @@ def test_ptq_records_both_methods_and_keeps_the_better(trained, tmp_path, ctx):
 @pytest.fixture(scope="module")
 def int4_exports(trained, tmp_path_factory, data_dir):
     """``onnx-int8`` and ``onnx-int4`` of the trained model (both verified on dev by the export)."""
-    from compress.export import export
+    from tinydistill.compress.export import export
 
     out = tmp_path_factory.mktemp("int4")
     # the 64-wide, 2-layer test model loses more to 4-bit weights than nano does (bench_compress: +0.03 points),
@@ -345,8 +345,8 @@ def test_int4_export_is_smaller_agrees_with_its_source_and_expands_exactly(int4_
     import onnx
     from onnx import numpy_helper
 
-    from compress.common import read_manifest
-    from compress.int4 import expand, pack_int4, pack_tensor
+    from tinydistill.compress.common import read_manifest
+    from tinydistill.compress.int4 import expand, pack_int4, pack_tensor
 
     out, reports = int4_exports
     r4, r8 = reports["onnx-int4"], reports["onnx-int8"]
@@ -387,9 +387,9 @@ def test_int4_lean_load_is_an_optimised_int8_model_with_the_same_outputs(int4_ex
     initializers with optimisation on, and leaves no temporary files."""
     import onnx
 
-    from compress.common import read_manifest
-    from compress.int4 import expand, expanded_model, has_expanded_layout, pack_int4
-    from compress.ort_capi import CPredictor, CSession
+    from tinydistill.compress.common import read_manifest
+    from tinydistill.compress.int4 import expand, expanded_model, has_expanded_layout, pack_int4
+    from tinydistill.compress.ort_capi import CPredictor, CSession
 
     out, _ = int4_exports
     d = out / "onnx-int4"
@@ -415,9 +415,9 @@ def test_int4_lean_load_is_an_optimised_int8_model_with_the_same_outputs(int4_ex
 
 
 def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch):
-    import compress.int4 as int4
-    from compress.common import ExportError
-    from compress.export import export
+    import tinydistill.compress.int4 as int4
+    from tinydistill.compress.common import ExportError
+    from tinydistill.compress.export import export
 
     real = int4._row_codes
 
@@ -436,7 +436,7 @@ def test_broken_int4_export_is_refused(trained, tmp_path, data_dir, monkeypatch)
 def test_lean_predictor_equals_python_predictor_on_dev(int4_exports, data_dir):
     """onnxruntime-c (ctypes, pure-Python WordPiece, INT4 expanded in pure Python) decodes every dev example like
     the Python ONNX Runtime predictor (HF tokenizers, numpy) on the same directory."""
-    from compress.predictors import open_predictor
+    from tinydistill.compress.predictors import open_predictor
 
     out, _ = int4_exports
     lean = open_predictor(out / "onnx-int4", backend="onnxruntime-c", data_dir=str(data_dir))
@@ -451,8 +451,8 @@ def test_lean_predictor_equals_python_predictor_on_dev(int4_exports, data_dir):
 
 
 def test_lean_wordpiece_equals_ernie_wordpiece_on_the_corpus(slu, ernie_vocab):
-    from compress.wordpiece import LeanWordPiece
-    from tasks.tokenization import ErnieWordPieceTokenizer, read_vocab
+    from tinydistill.compress.wordpiece import LeanWordPiece
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer, read_vocab
 
     vocab = read_vocab(ernie_vocab)
     texts = [e.text for e in slu.load("train")] + [e.text for e in slu.load("dev")]
@@ -465,7 +465,7 @@ def test_lean_wordpiece_equals_ernie_wordpiece_on_the_corpus(slu, ernie_vocab):
 
 
 def test_c_api_version_check_and_release(int4_exports):
-    from compress.ort_capi import CSession, _Api
+    from tinydistill.compress.ort_capi import CSession, _Api
 
     with pytest.raises(OSError, match="does not serve OrtApi version 999"):
         _Api(api_version=999)
@@ -480,7 +480,7 @@ def test_c_api_version_check_and_release(int4_exports):
 
 
 def test_cli_onnxruntime_c_evaluate_list_and_lean_predict_process(int4_exports, data_dir, capsys):
-    from experiments.cli import main
+    from tinydistill.experiments.cli import main
 
     out, _ = int4_exports
     assert main(["list", "backends"]) == 0
@@ -489,7 +489,7 @@ def test_cli_onnxruntime_c_evaluate_list_and_lean_predict_process(int4_exports, 
     assert main(["evaluate", str(out / "onnx-int4"), "--backend", "onnxruntime-c", "--data-dir", str(data_dir)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["runtime"] == "onnxruntime-c" and result["examples"] > 1000
-    code = ("import sys; from experiments.cli import main; "
+    code = ("import sys; from tinydistill.experiments.cli import main; "
             f"main(['predict', {str(out / 'onnx-int4')!r}, '播放刘德华的忘情水', '--backend', 'onnxruntime-c']); "
             "print(sorted(m for m in ('numpy', 'paddle', 'onnxruntime', 'tokenizers') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -6,9 +6,9 @@ from typing import Literal, Optional
 
 import pytest
 
-from distill.fsutil import atomic_path, atomic_write_text, read_json, write_json
-from distill.registry import Registry, RegistryError
-from distill.schema import ConfigError, from_dict, to_dict
+from tinydistill.distill.fsutil import atomic_path, atomic_write_text, read_json, write_json
+from tinydistill.distill.registry import Registry, RegistryError
+from tinydistill.distill.schema import ConfigError, from_dict, to_dict
 
 
 def test_registry_register_get_and_close_match():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
-from tasks import datasets
-from tasks.datasets import Dataset, DownloadError, Source, fetch, resolve_data_dir
+from tinydistill.experiments.cli import main
+from tinydistill.tasks import datasets
+from tinydistill.tasks.datasets import Dataset, DownloadError, Source, fetch, resolve_data_dir
 
 TRAIN = "label\ttext_a\n1\t很好\n0\t太差了\n"
 DEV = "qid\tlabel\ttext_a\n0\t1\t不错\n"

@@ -14,9 +14,9 @@ import pytest
 
 paddle = pytest.importorskip("paddle")
 
-from distill.config import DistillConfig  # noqa: E402
-from distill.schema import ConfigError  # noqa: E402
-from distill.trainer import KILL_ENV, encode_examples, evaluate, predict_logits, train  # noqa: E402
+from tinydistill.distill.config import DistillConfig  # noqa: E402
+from tinydistill.distill.schema import ConfigError  # noqa: E402
+from tinydistill.distill.trainer import KILL_ENV, encode_examples, evaluate, predict_logits, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128)
@@ -24,9 +24,9 @@ STUDENT = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, inter
 
 
 def _setup(data_dir, name, n_train=240, n_dev=80, max_len=48):
-    from tasks import build_task
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model
     task = build_task(name, data_dir=str(data_dir), max_seq_length=max_len)
     tok = ErnieWordPieceTokenizer(data_dir / "vocab" / "ernie-3.0" / "vocab.txt")
     paddle.seed(1)
@@ -51,7 +51,7 @@ def tb_tags(tb_dir) -> set[str]:
 
 
 def test_distil_chnsenticorp_every_loss(data_dir, tmp_path):
-    from teachers.base import load_model_dir
+    from tinydistill.teachers.base import load_model_dir
     task, tok, teacher, student, tr, dev = _setup(data_dir, "chnsenticorp")
     train(teacher, tok, task, tr, dev, DistillConfig(epochs=1, lr=1e-3, batch_size=32, progress=False),
           tmp_path / "teacher")
@@ -89,7 +89,7 @@ def test_distil_chnsenticorp_every_loss(data_dir, tmp_path):
 
 
 def test_distil_slu_with_cache_augmentation_and_two_teachers(data_dir, tmp_path):
-    from teachers.base import build_model
+    from tinydistill.teachers.base import build_model
     task, tok, teacher, student, tr, dev = _setup(data_dir, "nlpcc2018_slu", n_train=160, n_dev=60, max_len=24)
     teacher2 = build_model("teacher", "ernie-3.0-tiny-nano-v2-zh", task.heads(), vocab_size=tok.vocab_size, **TEACHER)
     teachers = [(teacher, tok), (teacher2, tok)]
@@ -114,8 +114,8 @@ def test_distil_slu_with_cache_augmentation_and_two_teachers(data_dir, tmp_path)
 
 def test_bilstm_student_with_its_own_tokenizer(data_dir, tmp_path):
     """Tang et al.: ERNIE teacher -> jieba-word Bi-LSTM, MSE on logits, masking + POS + n-gram augmentation."""
-    from tasks.tokenization import JiebaWordTokenizer
-    from teachers.base import build_model, load_model_dir
+    from tinydistill.tasks.tokenization import JiebaWordTokenizer
+    from tinydistill.teachers.base import build_model, load_model_dir
     task, tok, teacher, _, tr, dev = _setup(data_dir, "chnsenticorp", n_train=160, n_dev=60)
     word_tok = JiebaWordTokenizer.build([e.text for e in tr], min_freq=1)
     bilstm = build_model("student", "bilstm", task.heads(), vocab_size=word_tok.vocab_size,
@@ -128,7 +128,7 @@ def test_bilstm_student_with_its_own_tokenizer(data_dir, tmp_path):
     loaded, loaded_tok, _ = load_model_dir(result.best_dir)
     assert evaluate(loaded, loaded_tok, task, dev) == result.best_metrics
     # token-level / hidden-state losses need the same tokenisation on both sides
-    slu = pytest.importorskip("tasks").build_task("nlpcc2018_slu", data_dir=str(data_dir), max_seq_length=24)
+    slu = pytest.importorskip("tinydistill.tasks").build_task("nlpcc2018_slu", data_dir=str(data_dir), max_seq_length=24)
     slu_student = build_model("student", "bilstm", slu.heads(), vocab_size=word_tok.vocab_size,
                               embedding_size=16, hidden_size=16, mlp_size=16)
     slu_teacher = build_model("teacher", "ernie-3.0-tiny-nano-v2-zh", slu.heads(), vocab_size=tok.vocab_size, **TEACHER)
@@ -158,8 +158,8 @@ from pathlib import Path
 import paddle
 sys.path.insert(0, {root!r})
 from tests.test_distill_train import _setup
-from distill.config import DistillConfig
-from distill.trainer import train
+from tinydistill.distill.config import DistillConfig
+from tinydistill.distill.trainer import train
 task, tok, teacher, student, tr, dev = _setup(Path({data!r}), "chnsenticorp", n_train=96, n_dev=40)
 cfg = DistillConfig.from_dict({{"epochs": 2, "lr": 1e-3, "batch_size": 16, "eval_every": 4, "progress": False,
                                "threads": 1, "length_bucketing": True, "bucket_window": 2,
@@ -207,8 +207,8 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 import paddle.distributed as dist
 from tests.test_distill_train import _setup
-from distill.config import DistillConfig
-from distill.trainer import train
+from tinydistill.distill.config import DistillConfig
+from tinydistill.distill.trainer import train
 task, tok, teacher, student, tr, dev = _setup(Path({data!r}), "chnsenticorp", n_train=128, n_dev=40)
 cfg = DistillConfig.from_dict({{"epochs": 2, "lr": 1e-3, "batch_size": 16, "progress": False,
                                "cache_dir": sys.argv[1] + "/cache",

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from distill.config import AugmentConfig, DistillConfig, MixingConfig, ScheduleConfig, loss_config
-from distill.layermap import resolve_layer_map, uniform_layer_map
-from distill.schedules import scheduled
-from distill.schema import ConfigError
-from tasks.base import Example, HeadSpec
+from tinydistill.distill.config import AugmentConfig, DistillConfig, MixingConfig, ScheduleConfig, loss_config
+from tinydistill.distill.layermap import resolve_layer_map, uniform_layer_map
+from tinydistill.distill.schedules import scheduled
+from tinydistill.distill.schema import ConfigError
+from tinydistill.tasks.base import Example, HeadSpec
 
 paddle = pytest.importorskip("paddle")
 
@@ -26,7 +26,7 @@ def t(x, dtype="float32"):
 
 # -- functional losses --------------------------------------------------------------------------------
 def test_kl_with_temperature_hand_values():
-    from distill.losses import kl_with_temperature
+    from tinydistill.distill.losses import kl_with_temperature
     s, te = t([[0.0, 0.0]]), t([[math.log(3.0), 0.0]])
     expected = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)       # KL([.75,.25] || [.5,.5])
     assert float(kl_with_temperature(s, te, 1.0)) == pytest.approx(expected, rel=1e-5)
@@ -36,7 +36,7 @@ def test_kl_with_temperature_hand_values():
 
 
 def test_token_losses_are_masked_to_real_tokens():
-    from distill.losses import hard_ce, kl_with_temperature, logits_mse
+    from tinydistill.distill.losses import hard_ce, kl_with_temperature, logits_mse
     s = t([[[1.0, 2.0], [100.0, -100.0]]])       # [B=1, L=2, C=2]; position 1 is padding
     te = t([[[0.0, 0.0], [-100.0, 100.0]]])
     mask = t([[1.0, 0.0]])
@@ -47,7 +47,7 @@ def test_token_losses_are_masked_to_real_tokens():
 
 
 def test_hard_ce_skips_examples_without_gold_label_and_keeps_graph():
-    from distill.losses import hard_ce
+    from tinydistill.distill.losses import hard_ce
     logits = t([[0.0, 0.0], [0.0, math.log(3.0)]])
     logits.stop_gradient = False
     labels = paddle.to_tensor(np.array([-100, 1], dtype="int64"))
@@ -59,7 +59,7 @@ def test_hard_ce_skips_examples_without_gold_label_and_keeps_graph():
 
 
 def test_hidden_mse_distribution_kl_and_value_relation():
-    from distill.losses import distribution_kl, hidden_mse, value_relation
+    from tinydistill.distill.losses import distribution_kl, hidden_mse, value_relation
     s = t([[[1.0, 1.0], [9.0, 9.0]]])
     te = t([[[0.0, 0.0], [0.0, 0.0]]])
     assert float(hidden_mse(s, te, t([[1.0, 0.0]]))) == pytest.approx(1.0)
@@ -79,7 +79,7 @@ def _model(layers=2, width=4, heads=2, arch="fake"):
 
 
 def test_loss_classes_apply_per_head_and_validate():
-    from distill.losses import LOSSES, LossInputs, LossSetup, build_losses
+    from tinydistill.distill.losses import LOSSES, LossInputs, LossSetup, build_losses
     assert {"hard_ce", "soft_ce", "logits_mse", "hidden_mse", "attention_kl", "minilm"} <= set(LOSSES.names())
     setup = LossSetup([SEQ, TOK], _model(), [_model()])
     soft, = build_losses([loss_config("soft_ce", temperature=2.0)], setup)
@@ -98,7 +98,7 @@ def test_loss_classes_apply_per_head_and_validate():
 
 
 def test_different_tokenizers_allow_sequence_kd_only():
-    from distill.losses import LossSetup, build_losses
+    from tinydistill.distill.losses import LossSetup, build_losses
     setup = LossSetup([SEQ, TOK], _model(), [_model()], aligned=False)
     with pytest.raises(ConfigError, match="token head.*slot.*same tokenizer"):
         build_losses([loss_config("logits_mse")], setup)
@@ -108,7 +108,7 @@ def test_different_tokenizers_allow_sequence_kd_only():
 
 
 def test_hidden_mse_projection_is_learnable_and_layer_mapped():
-    from distill.losses import LossInputs, LossSetup, build_losses
+    from tinydistill.distill.losses import LossInputs, LossSetup, build_losses
     paddle.seed(0)
     loss, = build_losses([loss_config("hidden_mse")], LossSetup([SEQ], _model(2, 4), [_model(4, 6)]))
     assert loss.map == {0: 0, 2: 1, 4: 2}
@@ -128,7 +128,7 @@ def test_hidden_mse_projection_is_learnable_and_layer_mapped():
 
 
 def test_attention_losses_need_attention():
-    from distill.losses import LossInputs, LossSetup, build_losses
+    from tinydistill.distill.losses import LossInputs, LossSetup, build_losses
     with pytest.raises(ConfigError, match="has no attention"):
         build_losses([loss_config("attention_kl")], LossSetup([SEQ], _model(1, 4, 0, "bilstm"), [_model()]))
     loss, = build_losses([loss_config("attention_kl")], LossSetup([SEQ], _model(1, 4, 2), [_model(2, 4, 4)]))
@@ -162,7 +162,7 @@ def test_schedules():
 
 
 def test_mixing_fixed_and_confidence():
-    from distill.multiteacher import mix_logits
+    from tinydistill.distill.multiteacher import mix_logits
     a = {"intent": np.array([[4.0, 0.0], [0.0, 0.0]])}
     b = {"intent": np.array([[0.0, 0.0], [0.0, 8.0]])}
     fixed = mix_logits([a, b], MixingConfig("fixed", [3.0, 1.0]))["intent"]
@@ -176,7 +176,7 @@ def test_mixing_fixed_and_confidence():
 
 # -- teacher-output cache ------------------------------------------------------------------------------
 def test_teacher_cache_roundtrip(tmp_path):
-    from distill.cache import TeacherCache, example_key
+    from tinydistill.distill.cache import TeacherCache, example_key
     ex = [Example("一", None), Example("二", None), Example("一", None, meta={"mask_spans": [(0, 1)]})]
     keys = [example_key(e) for e in ex]
     assert len(set(keys)) == 3                          # an augmented (masked) copy is its own entry
@@ -198,7 +198,7 @@ SENTENCES = ["这个酒店的服务态度非常好，房间也很干净。", "�
 
 def test_augmented_examples_come_from_their_own_sentence():
     """Would catch PaddleNLP's old bug (every augmented sample built from the last sentence's tokens)."""
-    from distill.augment import augment_examples
+    from tinydistill.distill.augment import augment_examples
     ex = [Example(s, None, {"label": "1"}, {"line": i}) for i, s in enumerate(SENTENCES)]
     ngram_only = augment_examples(ex, AugmentConfig(p_mask=0, p_pos=0, p_ng=1.0, ngram_range=[1, 3], n_iter=10), 1)
     assert {a.meta["augmented_from"] for a in ngram_only} == set(range(len(SENTENCES)))
@@ -215,7 +215,7 @@ def test_augmented_examples_come_from_their_own_sentence():
 
 
 def test_augmentation_is_deterministic_under_the_seed():
-    from distill.augment import augment_examples
+    from tinydistill.distill.augment import augment_examples
     cfg = AugmentConfig(p_mask=0.2, p_pos=0.2, p_ng=0.3, n_iter=8)
     ex = [Example(s) for s in SENTENCES]
     a = [(x.meta["augmented_from"], x.text, tuple(x.meta["mask_spans"])) for x in augment_examples(ex, cfg, 7)]
@@ -226,9 +226,9 @@ def test_augmentation_is_deterministic_under_the_seed():
 
 
 def test_apply_masks_collapses_each_masked_word_to_one_mask_token(ernie_vocab):
-    from distill.augment import apply_masks
-    from tasks.base import Encoded
-    from tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.distill.augment import apply_masks
+    from tinydistill.tasks.base import Encoded
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
     tok = ErnieWordPieceTokenizer(ernie_vocab)
     text = "我想听周杰伦的七里香"
     enc = tok.encode(text)

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from distill.batching import epoch_batches
+from tinydistill.distill.batching import epoch_batches
 
 
 def _lengths(n=1000, seed=0):
@@ -62,8 +62,8 @@ def _tiny(data_dir, n_train=96, n_dev=32):
 
 
 def test_callbacks_fire_in_order_and_see_the_state(data_dir, tmp_path):
-    from distill.config import DistillConfig
-    from distill.engine import Callback, Distiller
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.engine import Callback, Distiller
 
     task, tok, teacher, student, tr, dev = _tiny(data_dir)
 
@@ -102,8 +102,8 @@ def test_callbacks_fire_in_order_and_see_the_state(data_dir, tmp_path):
 
 
 def test_in_memory_training_writes_nothing_and_loads_the_best_weights(data_dir, tmp_path, monkeypatch):
-    from distill.config import DistillConfig
-    from distill.trainer import evaluate, train
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.trainer import evaluate, train
 
     task, tok, teacher, student, tr, dev = _tiny(data_dir)
     monkeypatch.chdir(tmp_path)
@@ -121,16 +121,16 @@ def test_in_memory_training_writes_nothing_and_loads_the_best_weights(data_dir, 
 
 def test_threads_setting_reaches_paddle():
     pytest.importorskip("paddle")
-    from distill.runtime import available_cores, set_cpu_threads
+    from tinydistill.distill.runtime import available_cores, set_cpu_threads
     assert set_cpu_threads(1) == 1
     assert set_cpu_threads(None) == available_cores() >= 1
     set_cpu_threads(1)
 
 
 def test_mixture_of_teachers_is_evaluated_as_the_ensemble(data_dir):
-    from distill.config import MixingConfig
-    from distill.multiteacher import evaluate_mixture
-    from distill.trainer import evaluate
+    from tinydistill.distill.config import MixingConfig
+    from tinydistill.distill.multiteacher import evaluate_mixture
+    from tinydistill.distill.trainer import evaluate
 
     task, tok, teacher, student, tr, dev = _tiny(data_dir, n_dev=64)
     alone = evaluate(teacher, tok, task, dev)
@@ -144,10 +144,10 @@ def test_a_model_directory_decodes_with_its_own_labels_without_the_training_data
     """A deployed SLU model needs no NLPCC files: the labels come from its manifest (and always mean what the
     model was trained with, whatever a label file in some data directory says)."""
     pytest.importorskip("paddle")
-    from compress.predictor import Predictor
-    from tasks import build_task
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model, save_model_dir
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model, save_model_dir
 
     task = build_task("nlpcc2018_slu", data_dir=str(data_dir), max_seq_length=16)
     tok = ErnieWordPieceTokenizer(data_dir / "vocab" / "ernie-3.0" / "vocab.txt")

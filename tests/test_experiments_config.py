@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from distill.schema import ConfigError
-from experiments.config import apply_overrides, load_config, load_yaml, resolve
-from experiments.identity import config_hash
-from experiments.sweep import expand
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.config import apply_overrides, load_config, load_yaml, resolve
+from tinydistill.experiments.identity import config_hash
+from tinydistill.experiments.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "experiments" / "configs").glob("*.yaml"))
@@ -121,7 +121,7 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 
 def test_sweep_grid_and_shared_teachers(tmp_path):
-    from experiments.runner import Runner
+    from tinydistill.experiments.runner import Runner
 
     text = BASE + """\
 sweep:
@@ -184,7 +184,7 @@ def test_shipped_recipes_exist():
 
 def test_cli_reports_misspelt_key_in_one_line(tmp_path):
     path = _write(tmp_path, BASE.replace("epochs: 2", "epoch: 2"))
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "run", str(path), "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", "run", str(path), "--out", str(tmp_path)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     assert "distill.epoch: unknown key; did you mean 'epochs'" in proc.stderr

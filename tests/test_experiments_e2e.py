@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.slu_templates import write_corpus
-from experiments.store import ResultStore, store_dir
+from tinydistill.experiments.slu_templates import write_corpus
+from tinydistill.experiments.store import ResultStore, store_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def tiny_data(tmp_path_factory):
 
 
 def _cli(*args, env=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -103,7 +103,7 @@ def test_run_crash_resume_and_layout(tmp_path, tiny_data):
     assert metrics["export.onnx.latency_p50_ms"]["unit"] == "ms" and metrics["export.onnx.latency_p50_ms"]["value"] > 0
     assert "| export.onnx |" in (run_dir / "report.md").read_text()
     # the saved config is the resolved one and loads again
-    from experiments.config import load_config
+    from tinydistill.experiments.config import load_config
     assert load_config(run_dir / "config.yaml").distill.seed == 1
 
     (record,) = ResultStore(store_dir(out / "tiny")).records()
@@ -146,7 +146,7 @@ def test_two_concurrent_sweeps_share_one_store(tmp_path, tiny_data):
     config = tmp_path / "sweep.yaml"
     config.write_text(TINY.format(data=tiny_data, extra=SWEEP), encoding="utf-8")
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out)]
+    cmd = [sys.executable, "-m", "tinydistill.experiments.cli", "sweep", str(config), "--out", str(out)]
     # seeds overlap (2): both sweeps reach those cells; the run lock makes one of them skip them
     procs = [subprocess.Popen(cmd + ["--set", f"seeds={seeds}", "--jobs", jobs], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for seeds, jobs in (("[1,2]", "2"), ("[2,3]", "1"))]

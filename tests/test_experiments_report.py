@@ -9,8 +9,8 @@ import multiprocessing as mp
 
 import pytest
 
-from experiments import report
-from experiments.store import ResultStore, flatten_metrics, guess_unit, store_dir
+from tinydistill.experiments import report
+from tinydistill.experiments.store import ResultStore, flatten_metrics, guess_unit, store_dir
 
 
 def _record(recipe, seed, student_acc, kd, size=5.0, lat=2.0, teacher="ernie-3.0-tiny-base-v2-zh"):
@@ -78,7 +78,7 @@ def test_report_writes_tables_and_plots(runs):
 
 def test_pareto_front():
     pts = [(1.0, 80.0), (2.0, 85.0), (3.0, 84.0), (0.5, 70.0), (2.0, 83.0)]
-    from experiments.report_plots import pareto_front
+    from tinydistill.experiments.report_plots import pareto_front
 
     assert pareto_front(pts) == [3, 0, 1]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.config import loss_config
-from distill.schema import ConfigError
-from tasks.base import HeadSpec
+from tinydistill.distill.config import loss_config
+from tinydistill.distill.schema import ConfigError
+from tinydistill.tasks.base import HeadSpec
 
 paddle = pytest.importorskip("paddle")
 nn = paddle.nn
@@ -41,8 +41,8 @@ class TinyGRU(nn.Layer):
 
 
 def _setup(student, teacher, hooks):
-    from distill.hooks import FeatureCapture
-    from distill.losses import LossSetup
+    from tinydistill.distill.hooks import FeatureCapture
+    from tinydistill.distill.losses import LossSetup
     caps = [FeatureCapture(student, "student", hooks), FeatureCapture(teacher, "teacher", hooks)]
     ids = paddle.to_tensor(np.random.RandomState(0).randint(1, 30, (4, 5)).astype("int64"))
 
@@ -58,7 +58,7 @@ def _setup(student, teacher, hooks):
 
 
 def _inputs(student, teacher, caps, ids):
-    from distill.losses import LossInputs
+    from tinydistill.distill.losses import LossInputs
     caps[1].clear()
     with paddle.no_grad():
         t_out = teacher(ids)
@@ -70,7 +70,7 @@ def _inputs(student, teacher, caps, ids):
 
 
 def test_user_models_matched_by_module_path_learn_through_the_hook():
-    from distill.losses import build_losses
+    from tinydistill.distill.losses import build_losses
     paddle.seed(0)
     student, teacher, hooks = TinyGRU(), TinyMLP(), []
     setup, caps, ids = _setup(student, teacher, hooks)
@@ -100,7 +100,7 @@ def test_user_models_matched_by_module_path_learn_through_the_hook():
 
 
 def test_a_wrong_module_path_is_one_line_naming_the_path_and_nearby_names():
-    from distill.losses import build_losses
+    from tinydistill.distill.losses import build_losses
     student, teacher = TinyGRU(), TinyMLP()
     setup, _, _ = _setup(student, teacher, [])
     with pytest.raises(ConfigError) as err:
@@ -126,8 +126,8 @@ def test_a_wrong_module_path_is_one_line_naming_the_path_and_nearby_names():
 def test_layer_map_is_the_default_list_of_matches():
     from types import SimpleNamespace
 
-    from distill.losses import build_losses
-    from distill.losses import LossSetup
+    from tinydistill.distill.losses import build_losses
+    from tinydistill.distill.losses import LossSetup
 
     def fake(layers, width, heads=2):
         return SimpleNamespace(num_layers=layers, hidden_size=width, num_attention_heads=heads, arch="fake")
@@ -140,7 +140,7 @@ def test_layer_map_is_the_default_list_of_matches():
         loss_config("hidden_mse", layer_map={0: 0, 2: 1, 4: 2})], setup)
     assert default.map == listed.map == mapped.map == {0: 0, 2: 1, 4: 2}
     h = [paddle.to_tensor(np.random.RandomState(i).randn(2, 3, 4).astype("float32")) for i in range(5)]
-    from distill.losses import LossInputs
+    from tinydistill.distill.losses import LossInputs
     inputs = LossInputs(student={"hidden_states": h[:3]}, labels={}, attention_mask=paddle.ones([2, 3]),
                         token_mask=paddle.ones([2, 3]), teachers=[{"hidden_states": h}])
     assert float(default(inputs)["hidden_mse"]) == pytest.approx(float(listed(inputs)["hidden_mse"]))
@@ -148,7 +148,7 @@ def test_layer_map_is_the_default_list_of_matches():
     mixed, = build_losses([loss_config("intermediate", matches=[
         {"teacher": 2, "student": 1, "weight": 3.0}, {"teacher": 4, "student": 2, "weight": 1.0},
         {"teacher": 4, "student": 2, "loss": "attention_kl"}])], setup)
-    from distill.losses import hidden_mse
+    from tinydistill.distill.losses import hidden_mse
     att = paddle.nn.functional.softmax(paddle.to_tensor(np.random.RandomState(9).randn(2, 2, 3, 3).astype("float32")))
     inputs.student["attentions"] = [att, att]
     inputs.teachers[0]["attentions"] = [None, None, None, att]
@@ -172,8 +172,8 @@ def _engine_models(data_dir):
 def test_engine_distils_into_a_user_student_by_module_path(data_dir):
     """Our ERNIE teacher teaches a user's GRU student (which has no output contract beyond logits) through
     hooks on both; the hooks are gone after training."""
-    from distill.config import DistillConfig
-    from distill.engine import Distiller
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.engine import Distiller
 
     task, tok, teacher, _, tr, dev = _engine_models(data_dir)
     paddle.seed(3)
@@ -209,8 +209,8 @@ def test_engine_distils_into_a_user_student_by_module_path(data_dir):
 
 def test_engine_takes_features_from_a_user_teacher_without_logits(data_dir):
     """A user's teacher lends only a feature (its MLP's output); no loss reads its logits."""
-    from distill.config import DistillConfig
-    from distill.engine import Distiller
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.engine import Distiller
 
     task, tok, _, student, tr, dev = _engine_models(data_dir)
 

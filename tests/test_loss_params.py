@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from distill.config import DistillConfig, LossConfig, ScheduleConfig, loss_config
-from distill.schema import ConfigError, to_dict
+from tinydistill.distill.config import DistillConfig, LossConfig, ScheduleConfig, loss_config
+from tinydistill.distill.schema import ConfigError, to_dict
 
 
 def test_every_loss_has_its_own_parameter_class():
-    from distill.losses import LOSSES
+    from tinydistill.distill.losses import LOSSES
     for entry in LOSSES.entries():
         params = entry.obj.Params
         assert dataclasses.is_dataclass(params) and issubclass(params, LossConfig) and params is not LossConfig
@@ -54,7 +54,7 @@ def test_loss_entries_are_checked_against_their_own_class(entry, message):
 
 
 def test_config_file_errors_name_file_line_and_the_loss_keys(tmp_path):
-    from experiments.config import load_config
+    from tinydistill.experiments.config import load_config
     from tests.test_experiments_config import BASE, _write
     path = _write(tmp_path, BASE.replace("{type: hard_ce, weight: 0.5}", "{type: hard_ce, weight: 0.5, layer_map: {0: 0}}"))
     with pytest.raises(ConfigError) as err:
@@ -73,7 +73,7 @@ def test_config_file_errors_name_file_line_and_the_loss_keys(tmp_path):
 
 
 def test_resolved_losses_round_trip_and_hash_as_before():
-    from distill.engine import config_hash
+    from tinydistill.distill.engine import config_hash
     cfg = DistillConfig.from_dict({"losses": [{"type": "soft_ce", "temperature": 2.0}, {"type": "hard_ce", "weight": 0.5},
                                               {"type": "hidden_mse", "layer_map": {0: 0, 6: 1}},
                                               {"type": "minilm", "relation_heads": 4}]})
@@ -89,7 +89,7 @@ def test_resolved_losses_round_trip_and_hash_as_before():
 
 
 def test_needs_teacher_comes_from_the_loss_class():
-    from distill.losses import LOSSES, uses_teacher
+    from tinydistill.distill.losses import LOSSES, uses_teacher
     assert [n for n in LOSSES.names() if not LOSSES.get(n).needs_teacher] == ["hard_ce"]
     assert not uses_teacher([loss_config("hard_ce"), loss_config("soft_ce", weight=0)])
     assert uses_teacher([loss_config("logits_mse")])

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.schema import ConfigError  # importing distill first pins the legacy program format
+from tinydistill.distill.schema import ConfigError  # importing distill first pins the legacy program format
 
 import paddle  # noqa: E402  isort: skip
-from students import STUDENTS
-from tasks.base import HeadSpec
-from teachers import TEACHERS
-from teachers.base import ModelLoadError, build_model, count_parameters, load_model_dir, read_manifest, \
+from tinydistill.students import STUDENTS
+from tinydistill.tasks.base import HeadSpec
+from tinydistill.teachers import TEACHERS
+from tinydistill.teachers.base import ModelLoadError, build_model, count_parameters, load_model_dir, read_manifest, \
     save_model_dir
-from teachers.ernie import ARCHS, param_count
+from tinydistill.teachers.ernie import ARCHS, param_count
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 500
@@ -92,14 +92,14 @@ def test_nano_and_pico_sizes_as_paddlenlp_gives():
 
 @pytest.mark.parametrize("name", ["bilstm", "textcnn"])
 def test_student_param_count_arithmetic(name):
-    spec = __import__(f"students.{name}", fromlist=["x"])
+    spec = __import__(f"tinydistill.students.{name}", fromlist=["x"])
     model = build_model("student", name, SENTIMENT, vocab_size=VOCAB, **TINY[name])
     body = sum(int(p.numel()) for k, p in model.named_parameters() if not k.startswith("task_heads."))
     assert spec.count(model.model_config) == body
 
 
 def test_list_verbose_shows_counts_without_importing_paddle():
-    code = ("import sys; from experiments.cli import main; main(['list', 'teachers', '-v']); "
+    code = ("import sys; from tinydistill.experiments.cli import main; main(['list', 'teachers', '-v']); "
             "main(['list', 'students', '-v']); assert 'paddle' not in sys.modules, 'paddle imported'")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -200,7 +200,7 @@ def test_width_pruned_layers_run():
 
 
 def test_export_forward_is_static_graph_friendly(tmp_path):
-    from compress.export import save_program
+    from tinydistill.compress.export import save_program
 
     for name, heads in (("ernie-3.0-tiny-nano-v2-zh", SLU), ("bilstm", SLU), ("textcnn", SENTIMENT)):
         model = build_model("student", name, heads, vocab_size=VOCAB, **tiny(name))
@@ -220,7 +220,7 @@ def test_export_forward_is_static_graph_friendly(tmp_path):
 # -- model directories -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["ernie-3.0-tiny-nano-v2-zh", "ernie-gram-zh", "bilstm", "textcnn"])
 def test_save_reload_identical_logits(tmp_path, name, ernie_vocab):
-    from tasks.tokenization import CharTokenizer, ErnieWordPieceTokenizer, JiebaWordTokenizer
+    from tinydistill.tasks.tokenization import CharTokenizer, ErnieWordPieceTokenizer, JiebaWordTokenizer
 
     texts = ["导航去北京西站", "播放刘德华的歌", "打开空调", "北京今天天气怎么样"]
     tok = {"bilstm": lambda: JiebaWordTokenizer.build(texts), "textcnn": lambda: CharTokenizer.build(texts)}.get(
@@ -253,7 +253,7 @@ def test_save_reload_identical_logits(tmp_path, name, ernie_vocab):
 
 
 def test_save_with_task_and_without_tokenizer(tmp_path, data_dir):
-    from tasks import build_task
+    from tinydistill.tasks import build_task
 
     task = build_task("nlpcc2018_slu", data_dir=str(data_dir), max_seq_length=16)
     model = build_model("student", "ernie-3.0-tiny-pico-v2-zh", task.heads(), vocab_size=VOCAB, **TINY["ernie"])
@@ -352,8 +352,8 @@ def test_pretrained_offline_clear_error_and_no_lock_files(tmp_path):
         "from paddlenlp.utils.env import MODEL_HOME\n"
         "before = sorted(os.path.relpath(os.path.join(d, f), MODEL_HOME) for d, ds, fs in os.walk(MODEL_HOME) "
         "for f in ds + fs)\n"
-        "from teachers.base import build_model, ModelLoadError\n"
-        "from tasks.base import HeadSpec\n"
+        "from tinydistill.teachers.base import build_model, ModelLoadError\n"
+        "from tinydistill.tasks.base import HeadSpec\n"
         "try:\n"
         "    build_model('student', 'ernie-3.0-tiny-pico-v2-zh', [HeadSpec('label', 'sequence', ('0', '1'))],"
         " init='pretrained')\n"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.schema import ConfigError
-from experiments.config import resolve
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.config import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def subsets(data_dir, tmp_path_factory):
 
 
 def test_mixing(subsets):
-    from tasks import build_task
+    from tinydistill.tasks import build_task
 
     specs = [{"name": "nlpcc2018_slu", "max_seq_length": 16}, {"name": "chnsenticorp", "max_seq_length": 16}]
     prop = build_task("multitask", tasks=specs, data_dir=str(subsets))
@@ -107,7 +107,7 @@ def test_mixing(subsets):
 
 
 def _cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env=dict(os.environ))
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -139,7 +139,7 @@ def test_multitask_teacher_run_and_evaluate(tmp_path, subsets, capsys):
 
     # evaluate per task: the joint directory with --task, and without it every task with their mean (in this
     # process: one paddle start-up for both)
-    from experiments.cli import main
+    from tinydistill.experiments.cli import main
 
     def evaluate(*args):
         capsys.readouterr()
@@ -157,15 +157,15 @@ def test_multitask_teacher_run_and_evaluate(tmp_path, subsets, capsys):
     decoded = json.loads(line)
     assert "intent" in decoded["nlpcc2018_slu"] and decoded["chnsenticorp"]["label"] in ("0", "1")
 
-    from experiments.report import write_report
+    from tinydistill.experiments.report import write_report
 
     md = write_report(out / "mt", plots=False, formats=("md",))["md"].read_text()
     assert "## Multi-task teachers" in md and "nlpcc2018_slu + chnsenticorp" in md
 
 
 def test_report_pairs_multi_with_single_task_teachers():
-    from experiments.multitask import multitask_table
-    from experiments.report import group
+    from tinydistill.experiments.multitask import multitask_table
+    from tinydistill.experiments.report import group
 
     def record(recipe, seed, teacher, student, tasks=None, senti=None):
         metrics = {"teacher.dev.sentence_accuracy": {"value": teacher, "unit": "%"},

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import report
-from experiments.config import load_config
-from experiments.slu_templates import write_corpus
-from experiments.store import ResultStore, flatten_metrics, store_dir
+from tinydistill.experiments import report
+from tinydistill.experiments.config import load_config
+from tinydistill.experiments.slu_templates import write_corpus
+from tinydistill.experiments.store import ResultStore, flatten_metrics, store_dir
 
 TINY = """\
 name: proto
@@ -53,9 +53,9 @@ def tiny(tmp_path_factory):
 
 
 def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch, capsys):
-    import distill.trainer as trainer
-    from distill.schema import to_dict
-    from experiments.runner import Runner
+    import tinydistill.distill.trainer as trainer
+    from tinydistill.distill.schema import to_dict
+    from tinydistill.experiments.runner import Runner
 
     calls = []
     real_train = trainer.train
@@ -117,7 +117,7 @@ def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch,
     assert any("compressed.width_prune" in l and "step - control" in l for l in comp)
 
     # tinydistill evaluate: dev next to the test file, the rows unseen in train, and the gaps
-    from experiments.cli import main
+    from tinydistill.experiments.cli import main
 
     capsys.readouterr()
     test_file = cfg.task.options.test
@@ -130,7 +130,7 @@ def test_run_records_steps_test_unseen_and_controls(tiny, tmp_path, monkeypatch,
 
 
 def test_run_ids_ignore_evaluation_only_options_at_defaults(tiny, tmp_path):
-    from experiments.runner import Runner
+    from tinydistill.experiments.runner import Runner
 
     plain = load_config(tiny, ["task.test=null", "task.dedup_eval=false", "controls=false"])
     assert "controls" not in plain.to_raw()
@@ -217,8 +217,8 @@ def test_report_compression_delta_uses_the_control(tmp_path):
 
 
 def test_test_file_flag_sets_task_test():
-    from experiments.cli import build_parser
-    from experiments.runner import test_file_override
+    from tinydistill.experiments.cli import build_parser
+    from tinydistill.experiments.runner import test_file_override
 
     for cmd in ("run", "sweep"):
         args = build_parser().parse_args([cmd, "c.yaml", "--set", "a=1", "--test-file", "t.tsv"])

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import build_task
-from tasks.datasets import DATASETS, check_dataset
-from tasks.overlap import between, seen_texts, unseen, within
+from tinydistill.tasks import build_task
+from tinydistill.tasks.datasets import DATASETS, check_dataset
+from tinydistill.tasks.overlap import between, seen_texts, unseen, within
 
 
 def test_chnsenticorp_dev_overlaps_train(data_dir):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import load_config, resolve
-from experiments.runner import Runner
-from experiments.sweep import expand
+from tinydistill.experiments.config import load_config, resolve
+from tinydistill.experiments.runner import Runner
+from tinydistill.experiments.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 

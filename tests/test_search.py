@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.schema import ConfigError
-from experiments.search import over_budget, parse_budgets
+from tinydistill.distill.schema import ConfigError
+from tinydistill.experiments.search import over_budget, parse_budgets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ search:
 
 
 def test_search_bad_input(tmp_path, capsys):
-    from experiments.cli import main
+    from tinydistill.experiments.cli import main
 
     config = tmp_path / "plain.yaml"
     config.write_text("name: plain\ntask: {name: nlpcc2018_slu}\nstudent: {name: ernie-3.0-tiny-nano-v2-zh}\n",
@@ -85,7 +85,7 @@ def slu_subset(data_dir, tmp_path_factory):
 
 
 def _cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", *map(str, args)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, env=dict(os.environ))
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -134,8 +134,8 @@ def test_search_tiny_space(tmp_path, slu_subset):
     assert len(list((exp / "_search" / "probe").glob("*.json"))) == 4
 
     # a tighter budget: nothing is built or trained again; the probes and the finished runs are re-judged
-    from experiments.config import load_config
-    from experiments.search import run_search
+    from tinydistill.experiments.config import load_config
+    from tinydistill.experiments.search import run_search
 
     logs = []
     run_search(load_config(config), {"size_mb": 0.3, "latency_ms": 1e-6}, out=out, log=logs.append)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import distill  # noqa: F401 - before paddle: pins the legacy program format that export needs
+from tinydistill import distill  # noqa: F401 - before paddle: pins the legacy program format that export needs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["播放周杰伦的稻香", "导航去北京西站", "给妈妈打电话", "下一首", "取消导航", "打开地图"]
@@ -27,10 +27,10 @@ def onnx_dir(tmp_path_factory, data_dir):
     learnt, and unlike ERNIE it needs no paddlenlp import (~8 s of a loaded machine)."""
     import paddle
 
-    from compress.export import export
-    from tasks import build_task
-    from tasks.tokenization import CharTokenizer
-    from teachers.base import build_model, save_model_dir
+    from tinydistill.compress.export import export
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import CharTokenizer
+    from tinydistill.teachers.base import build_model, save_model_dir
 
     slu = build_task("nlpcc2018_slu", max_seq_length=16, data_dir=str(data_dir))
     tok = CharTokenizer.build(slu.texts("train")[:2000])
@@ -69,7 +69,7 @@ def _raw(port, data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def server(onnx_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.cli", "serve", str(onnx_dir), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "tinydistill.experiments.cli", "serve", str(onnx_dir), "--port", "0",
                              "--max-texts", "8", "--max-text-chars", "40", "--max-body-bytes", "4000",
                              "--max-batch", "8", "--batch-window-ms", "5"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -83,7 +83,7 @@ def server(onnx_dir):
 
 
 def test_serve_good_and_bad_requests_and_stop(server, onnx_dir, data_dir):
-    from compress.predictors import open_predictor
+    from tinydistill.compress.predictors import open_predictor
 
     proc, port = server
     status, health = _request(port, "GET", "/health")
@@ -155,7 +155,7 @@ class _Slow:
 
 
 def test_batcher_groups_isolates_failures_and_refuses_overload():
-    from compress.microbatch import Batcher, Refused
+    from tinydistill.compress.microbatch import Batcher, Refused
 
     calls = []
 
@@ -199,8 +199,8 @@ def test_batcher_groups_isolates_failures_and_refuses_overload():
 
 
 def test_model_failure_is_500_and_a_hung_model_504(onnx_dir, data_dir):
-    from compress.microbatch import Batcher
-    from compress.serve import Service, make_server
+    from tinydistill.compress.microbatch import Batcher
+    from tinydistill.compress.serve import Service, make_server
 
     service = Service(onnx_dir, max_batch=4, timeout_s=0.5, data_dir=str(data_dir))
     service.batcher.close()

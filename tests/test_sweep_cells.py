@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.slu_templates import write_corpus
-from experiments.store import ResultStore, StoreLock, store_dir
+from tinydistill.experiments.slu_templates import write_corpus
+from tinydistill.experiments.store import ResultStore, StoreLock, store_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,24 +63,24 @@ def grid(tmp_path):
 def _sweep(config, out, *args, env=None):
     # the teacher-output cache in the test's own directory, not in ~/.cache
     env = {**os.environ, "TINYDISTILL_CACHE": str(Path(out).parent / "cache"), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out), *args],
+    return subprocess.Popen([sys.executable, "-m", "tinydistill.experiments.cli", "sweep", str(config), "--out", str(out), *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def test_list_cells_and_selection(grid):
     config, out = grid
-    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", "sweep", str(config), "--out", str(out),
                            "--list-cells"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert [r[0] for r in rows] == ["0", "1", "2", "3"] and [r[4] for r in rows] == list(RECIPES)
     assert all(r[5] == "seed=1" and r[6] == "todo" for r in rows) and len({r[1] for r in rows}) == 4
     for bad, word in (("4", "cells 0-3"), ("2-1", "cells 0-3"), ("x", "expected K")):
-        proc = subprocess.run([sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out),
+        proc = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", "sweep", str(config), "--out", str(out),
                                "--cells", bad], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and word in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
-    from experiments.sweep import parse_cells
+    from tinydistill.experiments.sweep import parse_cells
 
     assert parse_cells(["3", "0-1", "1,2"], 4) == [0, 1, 2, 3]
 
@@ -129,7 +129,7 @@ def test_three_workers_disjoint_cells_one_store_one_killed(grid):
     assert all(Path(r["run_dir"], "teacher").resolve() == teacher.resolve() for r in records)
     assert len({r["metrics"]["teacher.dev.sentence_accuracy"]["value"] for r in records}) == 1
     assert not list(locks.glob("*.lock")) and not list(locks.glob("*.break"))  # every lock released
-    listed = subprocess.run([sys.executable, "-m", "experiments.cli", "sweep", str(config), "--out", str(out),
+    listed = subprocess.run([sys.executable, "-m", "tinydistill.experiments.cli", "sweep", str(config), "--out", str(out),
                              "--list-cells"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
     assert [line.rsplit("\t", 1)[1] for line in listed.splitlines()] == ["done"] * 4
     print(f"three workers + re-run: {time.monotonic() - t0:.1f}s")
@@ -138,7 +138,7 @@ def test_three_workers_disjoint_cells_one_store_one_killed(grid):
 # -- the lock itself ----------------------------------------------------------------------------------------
 HOLDER = """\
 import sys, time
-from experiments.store import StoreLock
+from tinydistill.experiments.store import StoreLock
 lock = StoreLock(sys.argv[1], heartbeat=0.05).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -227,7 +227,7 @@ def _documented_launch_commands() -> list[list[str]]:
 def test_documented_multinode_launch_commands_parse(monkeypatch):
     """Every launcher command the README documents parses with paddle's own launcher argument parser, with the
     node list / node count / rendezvous it says; running them needs several machines."""
-    import distill  # noqa: F401 - the legacy program format flag, before paddle
+    from tinydistill import distill  # noqa: F401 - the legacy program format flag, before paddle
     from paddle.distributed.launch.context.args_envs import parse_args
 
     commands = _documented_launch_commands()

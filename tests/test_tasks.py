@@ -7,11 +7,11 @@ import random
 import numpy as np
 import pytest
 
-from distill.schema import ConfigError
-from tasks import TASKS, build_task
-from tasks.base import IGNORE_INDEX, DataError, Example, Span
-from tasks.nlpcc_slu import bio_tags, decode_spans, parse_markup
-from tasks.tokenization import CharTokenizer, ErnieWordPieceTokenizer
+from tinydistill.distill.schema import ConfigError
+from tinydistill.tasks import TASKS, build_task
+from tinydistill.tasks.base import IGNORE_INDEX, DataError, Example, Span
+from tinydistill.tasks.nlpcc_slu import bio_tags, decode_spans, parse_markup
+from tinydistill.tasks.tokenization import CharTokenizer, ErnieWordPieceTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_slu_skip_mode_counts(tmp_path, data_dir):
 
 
 def test_cli_reports_data_errors_as_one_line(tmp_path, data_dir, capsys):
-    from experiments.cli import main
+    from tinydistill.experiments.cli import main
 
     slu_dir(tmp_path, data_dir, SLU_ROWS + BROKEN_SLU[0][0])
     assert main(["data", "check", "nlpcc2018_slu", "--data-dir", str(tmp_path)]) == 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.tokenization import (TOKENIZERS, CharTokenizer, ErnieWordPieceTokenizer, JiebaWordTokenizer,
+from tinydistill.tasks.tokenization import (TOKENIZERS, CharTokenizer, ErnieWordPieceTokenizer, JiebaWordTokenizer,
                                 load_tokenizer, read_vocab)
 
 

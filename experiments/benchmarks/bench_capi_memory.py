@@ -26,12 +26,12 @@ TEXT = "播放周杰伦的稻香然后导航到北京西站"
 
 
 def worker(runtime: str, model_dir: str, runs: int) -> dict:
-    from compress.bench import peak_rss_kib, time_ms  # light: neither numpy nor onnxruntime
+    from tinydistill.compress.bench import peak_rss_kib, time_ms  # light: neither numpy nor onnxruntime
 
     model_dir = Path(model_dir)
     manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
     if runtime == "python-ort":
-        from compress.predictor import Predictor
+        from tinydistill.compress.predictor import Predictor
 
         predictor = Predictor.from_dir(model_dir, runtime="onnxruntime", threads=1)
         p50 = time_ms(lambda: predictor.logits(predictor.collate(predictor.encode(predictor.examples([TEXT])))),
@@ -39,14 +39,14 @@ def worker(runtime: str, model_dir: str, runs: int) -> dict:
     else:
         from array import array
 
-        from compress.ort_capi import CSession, lean_process
-        from compress.wordpiece import lean_tokenizer
+        from tinydistill.compress.ort_capi import CSession, lean_process
+        from tinydistill.compress.wordpiece import lean_tokenizer
 
         lean_process()
         tokenizer = lean_tokenizer(model_dir, manifest["tokenizer"])
         initializers = None
         if manifest.get("int4"):  # onnx-int4: 4-bit rows expanded to the INT8 initializers
-            from compress.int4 import expand
+            from tinydistill.compress.int4 import expand
 
             initializers = expand(model_dir, manifest)
         session = CSession(model_dir / manifest.get("model_file", "model.onnx"), threads=1, initializers=initializers)

@@ -31,15 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import distill  # noqa: E402,F401  (pins the legacy program format before paddle is imported)
+from tinydistill import distill  # noqa: E402,F401  (pins the legacy program format before paddle is imported)
 
 
 def train_student(out: Path, data_dir: str, epochs: int, max_train: int | None) -> Path:
-    from distill.config import DistillConfig
-    from distill.trainer import train
-    from tasks import build_task
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.trainer import train
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model
 
     task = build_task("nlpcc2018_slu", max_seq_length=16, data_dir=data_dir)
     tok = ErnieWordPieceTokenizer(Path(data_dir) / "vocab" / "ernie-3.0" / "vocab.txt")
@@ -53,7 +53,7 @@ def train_student(out: Path, data_dir: str, epochs: int, max_train: int | None) 
 
 
 def dev_accuracy(model_dir: Path, data_dir: str) -> float:
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     p = Predictor.from_dir(model_dir, data_dir=data_dir)
     return float(p.evaluate(p.task.load("dev"))[p.task.main_metric])
@@ -67,8 +67,8 @@ def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
     """Run the compression steps and exports (each verified); returns name -> model directory."""
     import dataclasses
 
-    from compress.common import ExportError
-    from compress.pipeline import Pipeline, parse_steps, run_step
+    from tinydistill.compress.common import ExportError
+    from tinydistill.compress.pipeline import Pipeline, parse_steps, run_step
 
     steps = [{"step": "vocab_prune"},
              {"step": "width_prune", "width": args.width, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
@@ -96,7 +96,7 @@ def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
 
 def make_exports(args, out: Path, dirs: dict[str, Path]) -> None:
     """The exports every table row needs (each verified against its source), skipping those already there."""
-    from compress.export import export
+    from tinydistill.compress.export import export
 
     e, final = out / "export", dirs["embedding_int8"]
     wanted = [("onnx-int8", final, "onnx-int8", {}), ("ort-mobile", final, "ort-mobile", {}),
@@ -114,7 +114,7 @@ def make_exports(args, out: Path, dirs: dict[str, Path]) -> None:
 
 
 def dev_metrics(model_dir: Path, data_dir: str) -> dict:
-    from compress.predictor import Predictor
+    from tinydistill.compress.predictor import Predictor
 
     p = Predictor.from_dir(model_dir, data_dir=data_dir)
     return {k: float(v) for k, v in p.evaluate(p.task.load("dev")).items()}
@@ -134,7 +134,7 @@ TRADEOFF = [("FP32", "fp32-onnx"), ("width 0.75 FP32", "width_prune-onnx"), ("IN
 
 def measure_rounds(args, dirs: dict[str, Path]) -> dict:
     """Every group's directories on its runtime, ``args.rounds`` rounds, order alternating between rounds."""
-    from compress.bench import bench_dirs
+    from tinydistill.compress.bench import bench_dirs
 
     groups = dict(GROUPS)
     groups["tradeoff (onnxruntime-c)"] = TRADEOFF
@@ -250,7 +250,7 @@ def main() -> int:
                     help="dev points a quantisation step may lose on a retry after failing its 0.5-point check")
     args = ap.parse_args()
 
-    from compress.steps import StepContext
+    from tinydistill.compress.steps import StepContext
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -342,7 +342,7 @@ def main() -> int:
     per_step = ", ".join(f"{r['step']} {r.get('seconds', 0):.0f} s" for r in args_steps)
     say(f"\ntime: FP32 training {train_s:.0f} s; compression steps + exports {compress_s:.0f} s ({per_step}); "
           f"load average per round " + ", ".join(f"{a:.2f}->{b:.2f}" for a, b in measured["load1"]))
-    from distill.fsutil import write_json
+    from tinydistill.distill.fsutil import write_json
 
     write_json(out / "bench_compress.json", {
         "targets": TARGETS, "met": met, "summary": summary, "step_accuracy_deltas": step_deltas,
@@ -401,7 +401,7 @@ def predict_process_rss(model_dir: Path) -> float:
     it (``wait4``'s ``ru_maxrss`` of the child where /usr/bin/time is missing)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "experiments.cli", "predict", str(model_dir), "播放周杰伦的稻香", "--runtime",
+    cmd = [sys.executable, "-m", "tinydistill.experiments.cli", "predict", str(model_dir), "播放周杰伦的稻香", "--runtime",
            "onnxruntime-c"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if Path("/usr/bin/time").is_file():
@@ -419,7 +419,7 @@ def predict_process_rss(model_dir: Path) -> float:
 
 def chain_dirs(out: Path, fp32: Path) -> dict[str, Path]:
     """The FP32 model and every step's directory (the pipeline's layout: ``out/compressed/<step>``)."""
-    from compress.pipeline import COMPRESSED_DIR
+    from tinydistill.compress.pipeline import COMPRESSED_DIR
 
     c = out / COMPRESSED_DIR
     return {"fp32": fp32, **{step: c / step for step in ("vocab_prune", "width_prune", "qat", "embedding_int8")}}

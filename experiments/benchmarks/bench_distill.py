@@ -43,11 +43,11 @@ def main() -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     import paddle
-    from distill.config import DistillConfig
-    from distill.trainer import train
-    from tasks import build_task
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.trainer import train
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model
 
     data = Path(args.data_dir)
     task = build_task("chnsenticorp", data_dir=str(data), max_seq_length=args.max_len)

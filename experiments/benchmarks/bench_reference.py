@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import distill  # noqa: E402,F401  (legacy program format before paddle is imported)
+from tinydistill import distill  # noqa: E402,F401  (legacy program format before paddle is imported)
 import numpy as np  # noqa: E402
 
 
@@ -105,8 +105,8 @@ def main() -> int:
     t_start = time.time()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from compress.bench import texts_of_length
-    from compress.predictor import Predictor
+    from tinydistill.compress.bench import texts_of_length
+    from tinydistill.compress.predictor import Predictor
 
     ref_dir = Path(args.reference)
     ref = ReferencePipeline(ref_dir, args.seq_len)

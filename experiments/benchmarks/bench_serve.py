@@ -46,13 +46,13 @@ CONFIGS = {"batching on": ["--max-batch", "32", "--batch-window-ms", "2"], "batc
 
 
 def build_models(out: Path, data_dir: str) -> list[Path]:
-    import distill  # noqa: F401 - pins the legacy program format before paddle is imported
-    from compress.export import export
-    from compress.pipeline import run_steps
-    from compress.steps import StepContext
-    from tasks import build_task
-    from tasks.tokenization import ErnieWordPieceTokenizer
-    from teachers.base import build_model as build, save_model_dir
+    from tinydistill import distill  # noqa: F401 - pins the legacy program format before paddle is imported
+    from tinydistill.compress.export import export
+    from tinydistill.compress.pipeline import run_steps
+    from tinydistill.compress.steps import StepContext
+    from tinydistill.tasks import build_task
+    from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+    from tinydistill.teachers.base import build_model as build, save_model_dir
 
     task = build_task("nlpcc2018_slu", max_seq_length=16, data_dir=data_dir)
     tok = ErnieWordPieceTokenizer(Path(data_dir) / "vocab" / "ernie-3.0" / "vocab.txt")
@@ -66,7 +66,7 @@ def build_models(out: Path, data_dir: str) -> list[Path]:
 
 
 def texts(n: int = 2000) -> list[str]:
-    from experiments.slu_templates import generate
+    from tinydistill.experiments.slu_templates import generate
 
     return [row[1] for session in generate(n, seed=7) for row in session]
 
@@ -156,7 +156,7 @@ class Served:
 
     def __init__(self, model_dir: str, name: str, extra: list[str]):
         self.name, self.extra = name, extra
-        cmd = [sys.executable, "-m", "experiments.cli", "serve", model_dir, "--port", "0", *extra]
+        cmd = [sys.executable, "-m", "tinydistill.experiments.cli", "serve", model_dir, "--port", "0", *extra]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()
         if "http://127.0.0.1:" not in line:
@@ -236,7 +236,7 @@ def run_model(model_dir: str, configs: dict[str, str], args, corpus: list[str]) 
 
 
 def describe(model_dir: str) -> str:
-    from compress.common import deploy_size_bytes
+    from tinydistill.compress.common import deploy_size_bytes
 
     m = json.loads((Path(model_dir) / "manifest.json").read_text(encoding="utf-8"))
     return (f"{m.get('arch') or m.get('kind')} {m.get('precision', 'fp32').upper()} {m['format']}, "
@@ -305,7 +305,7 @@ def main() -> None:
             print(f"  {r['config']}: error: {e}")
     if args.out:
         command = "python experiments/benchmarks/bench_serve.py " + shlex.join(sys.argv[1:])
-        from experiments.store import git_commit
+        from tinydistill.experiments.store import git_commit
 
         md = ["# `tinydistill serve` under load", "",
               f"Command: `{command}`  ", f"Date: {started}  ", f"Code: {git_commit()}  ", f"Machine: {machine()}  ",

@@ -62,12 +62,45 @@ def sides_for(workload: str) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------------
 # worker: one (workload, side) in this process
 # ------------------------------------------------------------------------------------------------------
+def _import_from_tree(tree: str) -> None:
+    """``tinydistill.*`` from the checkout ``tree`` (the previous commit), not from the installed package.  A commit
+    from before the ``tinydistill`` namespace (issue #14) has top-level packages (``distill``, ``tasks``, ...): each
+    ``tinydistill.<name>`` is then that very module, so the old code and this script share one copy of each."""
+    import importlib
+    import importlib.abc
+    import importlib.machinery
+    import importlib.util
+    import types
+
+    sys.path.insert(0, tree)
+    namespaced = "tinydistill.distill" in (Path(tree) / "setup.cfg").read_text(encoding="utf-8")
+    root = types.ModuleType("tinydistill")
+    root.__path__ = [tree]
+    sys.modules["tinydistill"] = root
+
+    class FromTree(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if not name.startswith("tinydistill."):
+                return None
+            if namespaced:  # ahead of the installed package's finder
+                return importlib.machinery.PathFinder.find_spec(name, path)
+            return importlib.util.spec_from_loader(name, self)
+
+        def create_module(self, spec):
+            return importlib.import_module(spec.name[len("tinydistill."):])
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, FromTree())
+
+
 def worker(args) -> dict:
     if args.side == "previous":
-        sys.path.insert(0, args.previous_tree)
+        _import_from_tree(args.previous_tree)
     else:
         sys.path.insert(0, str(ROOT))
-    import distill  # noqa: F401  (sets the MKL variable on AMD unless the environment has it)
+    from tinydistill import distill  # noqa: F401  (sets the MKL variable on AMD unless the environment has it)
     import numpy as np
     import paddle
 
@@ -78,10 +111,10 @@ def worker(args) -> dict:
         return peak()
     if args.workload == "bilstm_step":
         return bilstm_step(args.steps)
-    from distill.config import DistillConfig
-    from distill.trainer import train
-    from tasks import build_task
-    from teachers.base import build_model
+    from tinydistill.distill.config import DistillConfig
+    from tinydistill.distill.trainer import train
+    from tinydistill.tasks import build_task
+    from tinydistill.teachers.base import build_model
 
     w = WORKLOADS[args.workload]
     data = Path(args.data_dir)
@@ -89,11 +122,11 @@ def worker(args) -> dict:
     train_ex = task.load("train")[:args.n_train]
     dev_ex = task.load("dev")[:32]
     if w["model"] == "bilstm":
-        from tasks.tokenization import TOKENIZERS
+        from tinydistill.tasks.tokenization import TOKENIZERS
         tok = TOKENIZERS.get("jieba-word").build([e.text for e in train_ex], min_freq=1, max_size=8000)
         options = dict(embedding_size=300, hidden_size=300, mlp_size=300)
     else:
-        from tasks.tokenization import ErnieWordPieceTokenizer
+        from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
         tok = ErnieWordPieceTokenizer(data / "vocab" / "ernie-3.0" / "vocab.txt")
         options = {}
     paddle.seed(0)
@@ -147,7 +180,7 @@ def _heads_loss(logits, batch):
 
 def plain_loop(model, task, encoded, pad_id, steps, batch, bf16=False) -> float:
     import paddle
-    from distill.batching import collate
+    from tinydistill.distill.batching import collate
     opt = paddle.optimizer.AdamW(learning_rate=5e-5, parameters=model.parameters(), weight_decay=0.01,
                                  grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
     model.train()
@@ -171,7 +204,7 @@ def plain_loop(model, task, encoded, pad_id, steps, batch, bf16=False) -> float:
 def trainer_loop(model, task, encoded, pad_id, steps, batch) -> float:
     import paddle
     from paddlenlp.trainer import Trainer, TrainingArguments
-    from distill.batching import collate
+    from tinydistill.distill.batching import collate
 
     class DS(paddle.io.Dataset):
         def __len__(self):
@@ -236,8 +269,8 @@ def bilstm_step(steps: int) -> dict:
     """CPU seconds per optimisation step: TinyDistill's Bi-LSTM vs paddle's bidirectional LSTM, same size."""
     import numpy as np
     import paddle
-    from tasks.base import HeadSpec
-    from teachers.base import build_model
+    from tinydistill.tasks.base import HeadSpec
+    from tinydistill.teachers.base import build_model
 
     B, L, V, E, H = 64, 48, 8000, 300, 300
     paddle.seed(0)

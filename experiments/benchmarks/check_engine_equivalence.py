@@ -30,11 +30,11 @@ import sys, json, hashlib, tempfile
 sys.path.insert(0, sys.argv[1])
 import paddle
 from pathlib import Path
-from distill.config import DistillConfig
-from distill.trainer import train
-from tasks import build_task
-from tasks.tokenization import ErnieWordPieceTokenizer
-from teachers.base import build_model
+from tinydistill.distill.config import DistillConfig
+from tinydistill.distill.trainer import train
+from tinydistill.tasks import build_task
+from tinydistill.tasks.tokenization import ErnieWordPieceTokenizer
+from tinydistill.teachers.base import build_model
 data = Path(sys.argv[2]); extra = json.loads(sys.argv[4])
 task = build_task("chnsenticorp", data_dir=str(data), max_seq_length=48)
 tok = ErnieWordPieceTokenizer(data / "vocab" / "ernie-3.0" / "vocab.txt")

@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "chnsenticorp_ablation"))
     args = ap.parse_args()
 
-    from experiments.report import find_records, group, mean_std, paired_diff, to_markdown, write_report
+    from tinydistill.experiments.report import find_records, group, mean_std, paired_diff, to_markdown, write_report
 
     out = Path(args.out)
     written = write_report(args.runs_dir, out, plots=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-import distill  # noqa: E402,F401  (legacy program format before paddle is imported)
+from tinydistill import distill  # noqa: E402,F401  (legacy program format before paddle is imported)
 
 # issue #12: beyond the ERNIE 3.0 Tiny reference (7.8 % of FP32 size, -62 % memory, 2.13x, -0.13 points)
 TARGETS = {"size_pct": 5.0, "e2e_speedup": 3.0, "rss_reduction_pct": 70.0, "accuracy_drop": 0.1}
@@ -44,7 +44,7 @@ SETS = (("dev", "dev (4,223)"), ("dev_dedup", "dev unseen in train"))
 
 def curve(history_file: Path, metric: str) -> list[list[float]]:
     """[[epoch, dev metric], ...] of one training run (its history.json), the learning curve to commit."""
-    from distill.fsutil import read_json
+    from tinydistill.distill.fsutil import read_json
 
     if not history_file.is_file():
         return []
@@ -56,7 +56,7 @@ def curve(history_file: Path, metric: str) -> list[list[float]]:
 def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], dict]:
     """Issue #11's part of the table: teacher (ensemble and members) vs the no-KD student, every recipe over its
     seeds on dev and on dev unseen in train, paired KD gains, plateaus and learning curves."""
-    from experiments.report import find_records, group, mean_std, paired_diff, to_markdown
+    from tinydistill.experiments.report import find_records, group, mean_std, paired_diff, to_markdown
 
     rows = {r.recipe: r for r in group(find_records(exp))}
     metric = next(iter(rows.values())).main_metric
@@ -72,7 +72,7 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
     if any_kd is not None:
         stages = Path(any_kd.records[0]["run_dir"]) / ".stages"
         for k, marker in enumerate(sorted(stages.glob("teacher*.json"))):
-            from distill.fsutil import read_json
+            from tinydistill.distill.fsutil import read_json
 
             mt = read_json(marker).get("metrics", {})
             prefix = marker.stem
@@ -160,8 +160,8 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
 def compression_deltas(exp: Path, recipe: str = "logits_kd") -> dict[str, dict]:
     """Per compression step of ``recipe``'s runs: ``{"mean", "std", "n", "basis"}`` of Δ compression, paired by
     seed (``tinydistill report``'s compression table)."""
-    from experiments.report import find_records, group
-    from experiments.report_protocol import compression_table
+    from tinydistill.experiments.report import find_records, group
+    from tinydistill.experiments.report_protocol import compression_table
 
     found = compression_table([r for r in group(find_records(exp)) if r.recipe == recipe])
     if found is None:
@@ -181,8 +181,8 @@ def run_dir(exp: Path, recipe: str) -> Path:
 
 def training_note(exp: Path) -> str:
     """Steps and epochs each training stage actually ran, teacher vs no-KD student (the report's words)."""
-    from experiments.report import find_records, group
-    from experiments.report_protocol import teacher_margin, teacher_warnings, training_cell
+    from tinydistill.experiments.report import find_records, group
+    from tinydistill.experiments.report_protocol import teacher_margin, teacher_warnings, training_cell
 
     rows = group(find_records(exp))
     parts = [f"{r.recipe}: student {training_cell(r)}" for r in rows]
@@ -199,8 +199,8 @@ def latency_worker(model_dir: str, runs: int, warmup: int, backend: str | None =
     """Per-call end-to-end latency of one directory in this (fresh) process, as wall time and as process
     CPU time (``time.process_time``): CPU time leaves out the waits for a core on a loaded machine."""
 
-    from compress.bench import texts_of_length
-    from compress.predictors import open_predictor
+    from tinydistill.compress.bench import texts_of_length
+    from tinydistill.compress.predictors import open_predictor
 
     p = open_predictor(model_dir, runtime=backend, threads=1)
     texts = texts_of_length(p, 16, 8)
@@ -268,10 +268,10 @@ def main() -> int:
     protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run))
     print("\n".join(protocol_lines), flush=True)
 
-    from compress.bench import bench_dirs
-    from compress.export import export
-    from compress.predictor import Predictor
-    from distill.fsutil import read_json
+    from tinydistill.compress.bench import bench_dirs
+    from tinydistill.compress.export import export
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.distill.fsutil import read_json
 
     base, kd = run_dir(exp, "no_kd"), run_dir(exp, "logits_kd")
     side = exp / "_table_exports"

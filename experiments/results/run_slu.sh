@@ -13,7 +13,7 @@
 # Two runs at a time, one thread each: on 2 cores that keeps both busy with the least threading overhead.
 set -euo pipefail
 data=${1:-../shared/data}
-td() { python -m experiments.cli "$@"; }
+td() { python -m tinydistill.experiments.cli "$@"; }
 td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-2 \
     --set distill.threads=1
 # seeds 1-3 of no KD and logits KD, seed 1 of logits + hidden-state KD (cells 0-6; add 7-8 for its seeds 2-3)
