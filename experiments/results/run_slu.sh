@@ -20,5 +20,5 @@ td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out 
 td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1 \
     --cells 0-6
 td sweep experiments/configs/slu_assistants.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1
-python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers
+python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers --rounds 3
 td report runs/slu-assistants --plots
