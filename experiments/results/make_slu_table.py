@@ -53,7 +53,7 @@ def curve(history_file: Path, metric: str) -> list[list[float]]:
             for e in h.get("evals", []) if metric in e]
 
 
-def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], dict]:
+def protocol_summary(exp: Path, teachers_exp: Path | None, prev: dict | None = None) -> tuple[list[str], dict]:
     """Issue #11's part of the table: teacher (ensemble and members) vs the no-KD student, every recipe over its
     seeds on dev and on dev unseen in train, paired KD gains, plateaus and learning curves."""
     from tinydistill.experiments.report import find_records, group, mean_std, paired_diff, to_markdown
@@ -69,8 +69,12 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
 
     teacher = {s: first(any_kd, f"teachers_mixed.{s}.{metric}") for s, _ in SETS}
     members = []
-    if any_kd is not None:
-        stages = Path(any_kd.records[0]["run_dir"]) / ".stages"
+    # the first KD run whose directory is still here (records outlive run directories: a later session that
+    # adds seeds has the committed records of the earlier ones, not their directories)
+    kd_dirs = [Path(r["run_dir"]) for r in (any_kd.records if any_kd is not None else [])
+               if (Path(r["run_dir"]) / ".stages").is_dir()]
+    if kd_dirs:
+        stages = kd_dirs[0] / ".stages"
         for k, marker in enumerate(sorted(stages.glob("teacher*.json"))):
             from tinydistill.distill.fsutil import read_json
 
@@ -78,7 +82,13 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
             prefix = marker.stem
             members.append({"stage": prefix, "dev": mt.get(f"{prefix}.dev.{metric}", {}).get("value"),
                             "dev_dedup": mt.get(f"{prefix}.dev_dedup.{metric}", {}).get("value")})
+    if not members and prev is not None:
+        members = prev.get("teacher_members") or []
     member_runs = find_records(teachers_exp) if teachers_exp is not None and teachers_exp.is_dir() else []
+    old_curves = (prev or {}).get("learning_curves") or {}
+
+    def curve_of(name: str, run_dir: str) -> list:
+        return curve(Path(run_dir) / "student" / "history.json", metric) or old_curves.get(name, [])
     member_rows, curves = [], {}
     config = (any_kd.records[0].get("config") or {}) if any_kd is not None else {}
     inits = [str((t or {}).get("init", "")) for t in [config.get("teacher")] + list(config.get("teachers") or [])]
@@ -91,7 +101,8 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
                             f"{int(mt.get('student.train_steps', {}).get('value', 0))} "
                             f"({mt.get('student.train_epochs', {}).get('value', 0):.1f})",
                             f"{int(mt.get('student.best_step', {}).get('value', 0))}"])
-        curves[f"teacher member {name} ({rec.get('run_id')})"] = curve(Path(rec["run_dir"]) / "student" / "history.json", metric)
+        label = f"teacher member {name} ({rec.get('run_id')})"
+        curves[label] = curve_of(label, rec["run_dir"])
 
     summary, gains = {}, {}
     table = [["recipe", "seeds"] + [f"{title} {metric} (%)" for _, title in SETS]
@@ -117,7 +128,7 @@ def protocol_summary(exp: Path, teachers_exp: Path | None) -> tuple[list[str], d
             steps.append(f"s{rec['seed']}: {int(mt.get('student.train_steps', {}).get('value', 0))} "
                          f"({mt.get('student.train_epochs', {}).get('value', 0):.1f}), best "
                          f"{int(mt.get('student.best_step', {}).get('value', 0))}")
-            curves[f"nano {name} s{rec['seed']}"] = curve(Path(rec["run_dir"]) / "student" / "history.json", metric)
+            curves[f"nano {name} s{rec['seed']}"] = curve_of(f"nano {name} s{rec['seed']}", rec["run_dir"])
         table.append(cells + gcells + ["; ".join(steps)])
 
     no_kd = summary.get("no_kd", {}).get("dev", {}).get("mean")
@@ -265,7 +276,8 @@ def main() -> int:
     args = ap.parse_args()
     t_start = time.time()
     exp = Path(args.exp_dir)
-    protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run))
+    prev = json.loads(Path(args.out).with_suffix(".json").read_text()) if args.reuse_measurements else None
+    protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run), prev)
     print("\n".join(protocol_lines), flush=True)
 
     from tinydistill.compress.bench import bench_dirs
@@ -273,7 +285,11 @@ def main() -> int:
     from tinydistill.compress.predictor import Predictor
     from tinydistill.distill.fsutil import read_json
 
-    base, kd = run_dir(exp, "no_kd"), run_dir(exp, "logits_kd")
+    if args.reuse_measurements:  # the rows' labels and directories are the previous run's (they may be gone)
+        # row 0 is <no-KD run>/export/paddle-inference, row 4 <KD run>/compressed/qat
+        base, kd = (Path(prev["rows"][i]["dir"]).parents[1] for i in (0, 4))
+    else:
+        base, kd = run_dir(exp, "no_kd"), run_dir(exp, "logits_kd")
     side = exp / "_table_exports"
 
     def exported(src: Path, backend: str, name: str) -> Path:
@@ -283,26 +299,29 @@ def main() -> int:
             export(src, backend, out, check=True, data_dir=args.data_dir)
         return out
 
-    comp = kd / "compressed"
-    vocab = (read_json(comp / "vocab_prune" / "manifest.json").get("extra") or {}).get("vocab_prune") or {}
-    nokd_onnx = exported(base / "student" / "best", "onnx", "nokd-fp32-onnx")
-    int8_onnx = exported(comp / "width_prune", "onnx-int8", "width-onnx-int8")
-    int4_onnx = exported(comp / "width_prune", "onnx-int4", "width-onnx-int4")
-    rows = [  # (label, directory, backend: None = the directory's own runtime)
-        ("nano FP32, fine-tuned (no KD)", base / "export" / "paddle-inference", None),
-        ("nano FP32, distilled (logits KD)", exported(kd / "student" / "best", "paddle-inference", "kd-fp32-pi"), None),
-        (f"+ vocabulary pruning ({vocab.get('vocab_after', '?')} tokens)",
-         exported(comp / "vocab_prune", "paddle-inference", "vocab-pi"), None),
-        ("+ width pruning (0.75, KD recovery)", exported(comp / "width_prune", "paddle-inference", "width-pi"), None),
-        ("+ INT8 matmul (QAT)", comp / "qat", None),
-        ("+ INT8 embedding", comp / "embedding_int8", None),
-        ("nano FP32, no KD (ONNX Runtime)", nokd_onnx, None),
-        ("width-pruned -> ONNX Runtime dynamic INT8 (+ INT8 Gather)", int8_onnx, None),
-        ("width-pruned -> INT4 storage, INT8 kernels (onnx-int4)", int4_onnx, None),
-        ("nano FP32, no KD (onnxruntime-c)", nokd_onnx, "onnxruntime-c"),
-        ("width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)", int8_onnx, "onnxruntime-c"),
-        ("width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)", int4_onnx, "onnxruntime-c"),
-    ]
+    if args.reuse_measurements:
+        rows = [(r["model"], Path(r["dir"]), None) for r in prev["rows"]]
+    else:
+        comp = kd / "compressed"
+        vocab = (read_json(comp / "vocab_prune" / "manifest.json").get("extra") or {}).get("vocab_prune") or {}
+        nokd_onnx = exported(base / "student" / "best", "onnx", "nokd-fp32-onnx")
+        int8_onnx = exported(comp / "width_prune", "onnx-int8", "width-onnx-int8")
+        int4_onnx = exported(comp / "width_prune", "onnx-int4", "width-onnx-int4")
+        rows = [  # (label, directory, backend: None = the directory's own runtime)
+            ("nano FP32, fine-tuned (no KD)", base / "export" / "paddle-inference", None),
+            ("nano FP32, distilled (logits KD)", exported(kd / "student" / "best", "paddle-inference", "kd-fp32-pi"), None),
+            (f"+ vocabulary pruning ({vocab.get('vocab_after', '?')} tokens)",
+             exported(comp / "vocab_prune", "paddle-inference", "vocab-pi"), None),
+            ("+ width pruning (0.75, KD recovery)", exported(comp / "width_prune", "paddle-inference", "width-pi"), None),
+            ("+ INT8 matmul (QAT)", comp / "qat", None),
+            ("+ INT8 embedding", comp / "embedding_int8", None),
+            ("nano FP32, no KD (ONNX Runtime)", nokd_onnx, None),
+            ("width-pruned -> ONNX Runtime dynamic INT8 (+ INT8 Gather)", int8_onnx, None),
+            ("width-pruned -> INT4 storage, INT8 kernels (onnx-int4)", int4_onnx, None),
+            ("nano FP32, no KD (onnxruntime-c)", nokd_onnx, "onnxruntime-c"),
+            ("width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)", int8_onnx, "onnxruntime-c"),
+            ("width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)", int4_onnx, "onnxruntime-c"),
+        ]
     dirs = [d for _, d, _ in rows]
     backends = [b for _, _, b in rows]
 
@@ -310,8 +329,7 @@ def main() -> int:
     if args.reuse_measurements:
         # the first seed's directories are fixed once their runs finished: their dev accuracy, latency, memory
         # and size come from the previous run of this script; only what more seeds change is recomputed
-        prev = json.loads(Path(args.out).with_suffix(".json").read_text())
-        if [r["model"] for r in prev["rows"]] != [label for label, _, _ in rows]:
+        if len(prev["rows"]) != 12:
             raise SystemExit(f"{args.out}.json: its rows are not this table's; run without --reuse-measurements")
         keep = ("model", "dir", "runtime", "precision", "sentence_accuracy", "intent_accuracy", "slot_f1",
                 "cpu_e2e_p50_ms", "cpu_e2e_p50_ms_per_round", "e2e_p50_ms", "model_p50_ms", "peak_rss_mib",
@@ -403,14 +421,14 @@ def main() -> int:
             abs(v) <= PROTOCOL_TARGETS["compression_step_vs_control_pp"] for v in steps_vs_control.values()),
         "compression_step_goal_pp": bool(steps_vs_control) and all(
             abs(v) <= PROTOCOL_TARGETS["compression_step_goal_pp"] for v in steps_vs_control.values())}
-    stage_s = {}
-    for label, run in (("no KD", base), ("KD", kd)):
+    stage_s = dict(prev.get("stage_seconds") or {}) if args.reuse_measurements else {}
+    for label, run in (("no KD", base), ("KD", kd)) if not args.reuse_measurements else ():
         for marker in sorted((run / ".stages").glob("*.json"), key=lambda m: read_json(m).get("finished_at", 0)):
             stage = marker.stem
             if stage != "teacher" and stage != "report":
                 stage_s[f"{stage} ({label})"] = read_json(marker)["seconds"]
     teacher_done = sorted((exp / "_teachers").glob("*/.done.json"))
-    if teacher_done:
+    if teacher_done and not args.reuse_measurements:
         stage_s = {"teacher": read_json(teacher_done[0])["seconds"], **stage_s}
     cmd = "python experiments/results/make_slu_table.py " + " ".join(sys.argv[1:])
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -494,7 +512,7 @@ def main() -> int:
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned dynamic INT8: {text_c8}.",
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_c4}.", "",
               "Latency: batch 1, 16 tokens, 1 thread, end to end (tokenise + run + decode), p50 over "
-              f"{args.runs} calls after {args.warmup} warm-up calls, mean of {args.rounds} rounds in alternating "
+              f"{args.runs} calls after {args.warmup} warm-up calls, mean of {len(rounds)} rounds in alternating "
               "order, every directory in a fresh process. *CPU ms* is the process CPU time per call "
               "(`time.process_time`), the figure to compare on this shared machine; *wall ms* "
               "(`tinydistill bench`, `compress.bench`) also counts the time the process waited for a core, which "
