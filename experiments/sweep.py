@@ -123,6 +123,29 @@ def _run_cell(job: tuple[dict, int, str, str | None, str, str]) -> tuple[str, st
         return runner.run_id, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the sweep that spawned it ends.
+
+    Without it, a sweep stopped by SIGTERM or SIGKILL (a scheduler's timeout, ``kill PID``) leaves its workers
+    training on as orphans: they hold the store's locks (a rerun waits on them) and race the rerun for the same
+    run directories.  Linux: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``; elsewhere nothing (Ctrl-C still reaches the
+    whole process group)."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the sweep ended before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _map(jobs: list, n: int):
     """Results of ``_run_cell`` over ``jobs``, in completion order, with up to ``n`` worker processes.
 
@@ -134,8 +157,11 @@ def _map(jobs: list, n: int):
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    import os
+
     with ProcessPoolExecutor(max_workers=min(n, len(jobs)), mp_context=mp.get_context("spawn"),
-                             max_tasks_per_child=1) as pool:
+                             max_tasks_per_child=1, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         for future in as_completed([pool.submit(_run_cell, job) for job in jobs]):
             yield future.result()
 

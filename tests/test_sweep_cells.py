@@ -269,3 +269,43 @@ def test_two_launchers_as_two_nodes(data_dir, tmp_path):
     results = {r["rank"]: r for r in (json.loads(line.split("RESULT ", 1)[1]) for line in logs.splitlines()
                                       if line.startswith("RESULT "))}
     assert set(results) == {0, 1} and results[0]["weights"] == results[1]["weights"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_sweep_worker_ends_with_its_sweep():
+    """A sweep killed by SIGKILL must not leave its workers training on (they would hold the store's locks and
+    race a rerun); the control worker, without the initializer, outlives it - what the initializer prevents."""
+    child = ("import sys, time\nfrom tinydistill.experiments.sweep import die_with_parent\n"
+             "if sys.argv[1] == 'armed':\n    die_with_parent(int(sys.argv[2]))\nprint('ready', flush=True)\n"
+             "time.sleep(60)\n")
+    parent = ("import os, subprocess, sys\n"
+              "kids = [subprocess.Popen([sys.executable, '-c', sys.argv[1], mode, str(os.getpid())],"
+              " stdout=subprocess.PIPE, text=True) for mode in ('armed', 'control')]\n"
+              "for k in kids:\n    assert k.stdout.readline().strip() == 'ready'\n"
+              "print(' '.join(str(k.pid) for k in kids), flush=True)\n"
+              "import time; time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent, child], stdout=subprocess.PIPE, text=True)
+    armed, control = map(int, proc.stdout.readline().split())
+    try:
+        assert _alive(armed) and _alive(control)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while _alive(armed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(armed), "the worker outlived its sweep"
+        assert _alive(control), "control: a plain child should outlive its parent"
+    finally:
+        for pid in (armed, control):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
