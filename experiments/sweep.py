@@ -196,6 +196,21 @@ def list_cells(cfg: ExperimentConfig, out: str | Path, data_dir: str | None = No
     return lines
 
 
+def order_teacher_jobs(keyed: list[tuple[set, Any]]) -> list:
+    """Teacher jobs in an order that keeps parallel workers busy: first every job that shares no teacher (or
+    assistant) key with an earlier first-round job, then the rest.  A chain ``base -> mini`` needs ``base``,
+    which another job trains: started alongside it, its worker would only wait on the lock, where a job with
+    its own teacher (``micro``) can train meanwhile."""
+    first, later, taken = [], [], set()
+    for keys, job in keyed:
+        if keys & taken:
+            later.append(job)
+        else:
+            first.append(job)
+            taken |= keys
+    return first + later
+
+
 def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: str | None = None,
               log=progress, cells: list[int] | None = None) -> dict[str, list[str]]:
     """Run every cell of the grid (or only the cells with these indices); returns run ids by status
@@ -217,12 +232,13 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
         f"({len(result['skipped'])} already finished, "
         f"{len(pending)} to do), {jobs} job(s), output {Path(out) / cfg.name}")
     # phase 1: every distinct teacher once (keyed by its hash), so students never race to train it
-    teacher_jobs, seen = [], set()
+    keyed, seen = [], set()
     for cell, runner in pending:
         keys = runner.teacher_keys()
         if keys and not all(k in seen for k in keys) and not runner.teachers_finished():
             seen.update(keys)
-            teacher_jobs.append((cell.raw, cell.seed, out, data_dir, "teacher", cfg.source))
+            keyed.append((set(keys), (cell.raw, cell.seed, out, data_dir, "teacher", cfg.source)))
+    teacher_jobs = order_teacher_jobs(keyed)
     start = time.time()
     for run_id, status, msg in _map(teacher_jobs, jobs):
         if status == "failed":

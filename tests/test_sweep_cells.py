@@ -309,3 +309,12 @@ def test_sweep_worker_ends_with_its_sweep():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_teacher_jobs_with_a_shared_teacher_go_after_independent_ones():
+    from tinydistill.experiments.sweep import order_teacher_jobs
+
+    keyed = [({"base"}, "no_kd"), ({"base", "mini"}, "ta_mini"), ({"micro"}, "micro_teacher"),
+             ({"base", "small"}, "ta_small"), ({"other"}, "other")]
+    assert order_teacher_jobs(keyed) == ["no_kd", "micro_teacher", "other", "ta_mini", "ta_small"]
+    assert order_teacher_jobs([]) == []
