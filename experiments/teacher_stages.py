@@ -80,7 +80,8 @@ class TeacherSet:
             if not done.is_file():
                 t0 = time.time()
                 name = self.sections[i].name
-                r.log(f"{r.prefix}teacher {name} (seed {r.seed}): training -> {shared}")
+                doing = "training" if getattr(self.sections[i], "finetune", True) else "loading and evaluating"
+                r.log(f"{r.prefix}teacher {name} (seed {r.seed}): {doing} -> {shared}")
                 clean_stale_temporaries(shared)  # left by a killed fine-tuning (we hold its lock)
                 metrics = self._train(i, shared)
                 write_json(done, {"seconds": round(time.time() - t0, 3), "metrics": metrics,
