@@ -265,8 +265,10 @@ def cli_bench(args) -> int:
 
 def _worker(argv: list[str]) -> int:
     import argparse
+    import functools
 
-    p = argparse.ArgumentParser()
+    # a fixed help width: argparse's terminal-width lookup imports shutil (bz2, lzma), which a predictor does not
+    p = argparse.ArgumentParser(formatter_class=functools.partial(argparse.HelpFormatter, width=100))
     p.add_argument("--worker", required=True)
     p.add_argument("--runtime", default="")
     p.add_argument("--batch-size", type=int, default=1)

@@ -15,7 +15,6 @@ towards the deployable size.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +103,8 @@ def deploy_size_bytes(model_dir: str | os.PathLike) -> int:
 
 def copy_tokenizer_files(src: Path, dst: Path, manifest: dict) -> None:
     """Copy the tokenizer's files named in the manifest's tokenizer spec (``*_file`` keys)."""
+    import shutil  # here: the lean predictor process imports this module and copies nothing
+
     spec = manifest.get("tokenizer") or {}
     for key, value in spec.items():
         if key.endswith("_file") and isinstance(value, str) and (Path(src) / value).is_file():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
+# shutil and tempfile are imported where they are used: a deployed predictor process reads manifests through
+# this module and writes nothing (compress/ort_capi.py, lean_process: the lean process's imports)
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,6 +54,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it is fsynced, made 0644 (under the umask) and
     renamed onto ``target``."""
     target = Path(target)
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
@@ -98,6 +100,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     An existing ``target`` is replaced only after the new one is fully written.
     """
     target = Path(target)
+    import shutil
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     try:
@@ -120,6 +125,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
 def clean_stale_temporaries(root: str | os.PathLike, max_depth: int = 2) -> list[Path]:
     """Remove the temporaries (``.*.tmp`` files and directories) a killed writer left under ``root``, down
     to ``max_depth`` levels.  Only call it while holding the lock of whatever writes under ``root``."""
+    import shutil
+
     root = Path(root)
     removed: list[Path] = []
     if not root.is_dir():

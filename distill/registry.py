@@ -18,7 +18,6 @@ Adding a part is one decorated function or class::
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -93,6 +92,8 @@ class Registry:
         if name in self._aliases:
             return self._aliases[name]
         choices = sorted(set(self._entries) | set(self._aliases))
+        import difflib  # here: only an unknown name needs it
+
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise RegistryError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(choices)})")
@@ -184,6 +185,8 @@ def kinds_of(kind: str) -> list[str]:
 def canonical_kind(kind: str) -> str:
     kind = KIND_ALIASES[kind][0] if kind in KIND_ALIASES else kind
     if kind not in KINDS:
+        import difflib
+
         close = difflib.get_close_matches(kind, list(KINDS) + list(KIND_ALIASES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise RegistryError(f"unknown registry kind {kind!r}{hint} (known: {', '.join(KINDS)})")

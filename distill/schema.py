@@ -14,7 +14,6 @@ experiment schema.  ``from_dict`` is the one loader:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import operator
 import types
@@ -51,6 +50,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
+            import difflib  # here, as below: only a bad value needs it
+
             close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}{hint}")
@@ -123,6 +124,8 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
+        import difflib
+
         close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         of = f" of {label}" if label else ""

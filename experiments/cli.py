@@ -65,8 +65,34 @@ def _add_runtime(p: argparse.ArgumentParser, default: str) -> None:
     p.set_defaults(runtime_flag="--runtime")
 
 
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size`` finds it ($COLUMNS, else the terminal, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter with the width looked up here: argparse's own lookup imports ``shutil`` (and with it
+    ``bz2``, ``lzma``, ``zlib``) for every parser it builds, which the lean ``predict`` process would carry."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line on stderr (no usage block), like every other input error."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)  # sub-commands' parsers too (add_parser builds a _Parser)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -107,6 +133,18 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked: ``importlib.metadata`` (with the ``email``, ``csv``, ``zipfile``
+    and ``socket`` modules it imports) costs every other command ~3 MiB RSS, ``predict`` in a lean process too."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"tinydistill {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinydistill",
@@ -114,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Results go to stdout, progress to stderr ($TINYDISTILL_LOG_LEVEL, -v, -q). Exit status: 0 success, "
                "1 a run failed, 2 a usage or input error.",
     )
-    parser.add_argument("--version", action="version", version=f"tinydistill {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the installed version and exit")
     parser.add_argument("-v", "--verbose", dest="log_verbose", action="count", default=0,
                         help="debug logging on stderr (before the command: tinydistill -v run ...)")
     parser.add_argument("-q", "--quiet", dest="log_quiet", action="count", default=0,

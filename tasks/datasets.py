@@ -16,11 +16,9 @@ download leaves nothing behind in the cache.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import shutil
-import tempfile
-import zipfile
+# hashlib, shutil, tempfile and zipfile are imported by the functions that download and unpack: a predictor
+# process imports this module (through its task) and downloads nothing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +126,8 @@ def cache_root() -> Path:
 
 
 def file_checksum(path: str | Path, algo: str = "sha256") -> str:
+    import hashlib
+
     h = hashlib.new(algo)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
@@ -169,6 +169,7 @@ def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None, do
 def download(url: str, target: Path, checksum: str | None = None, timeout: float = 60.0) -> None:
     """Stream ``url`` to ``target``; verify length and checksum, else ``DownloadError`` (and no ``target``)."""
     # imported here: a deployed predictor reads tasks/ but never downloads (ssl + urllib cost ~3 MiB RSS)
+    import hashlib
     import http.client
     import urllib.error
     import urllib.request
@@ -204,6 +205,9 @@ def download(url: str, target: Path, checksum: str | None = None, timeout: float
 
 
 def _extract(archive: Path, members: dict[str, str | None], out_dir: Path, url: str) -> None:
+    import shutil
+    import zipfile
+
     try:
         with zipfile.ZipFile(archive) as zf:
             by_base: dict[str, list[str]] = {}
@@ -226,6 +230,8 @@ def fetch(ds: Dataset | str, root: str | os.PathLike | None = None) -> Path:
 
     The folder is assembled under a temporary name and renamed into place when complete.
     """
+    import tempfile
+
     ds = get_dataset(ds) if isinstance(ds, str) else ds
     root = Path(root) if root is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)

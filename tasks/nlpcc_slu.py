@@ -36,7 +36,6 @@ Gold spans for metrics are decoded from the encoded gold tags, so they are those
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections import Counter
@@ -275,6 +274,8 @@ class NlpccSluTask(Task):
 
     def split_info(self) -> dict:
         """What a run records about its split: seed, ratio, sizes and the dev session ids."""
+        import hashlib  # here: a predictor process imports this module and hashes nothing
+
         split = self._splits()
         dev_sessions = sorted({ex.meta["session"] for ex in split["dev"]})
         return {"split_seed": self.options.split_seed, "dev_ratio": self.options.dev_ratio,

@@ -15,12 +15,16 @@ from tinydistill import distill  # noqa: F401 - before paddle: pins the legacy p
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "播放周杰伦的稻香"
-# the CLI in a process that reports, as its last stdout line, which heavy modules it imported
-PROBE = """
+# the CLI in a process that reports, as its last stdout line, which heavy modules it imported: the packages, and
+# standard-library modules the lean predict process has no use for (each costs its RSS: importlib.metadata ~3 MiB
+# for --version, argparse's terminal-width lookup pulls shutil with bz2 and lzma, downloads hashlib and zipfile)
+HEAVY = ("numpy", "paddle", "onnxruntime", "importlib.metadata", "email", "shutil", "tempfile", "zipfile", "difflib",
+         "hashlib", "urllib.request")
+PROBE = f"""
 import json, sys
 from tinydistill.experiments.cli import main
 rc = main(sys.argv[1:])
-print("MODULES " + json.dumps(sorted(m for m in ("numpy", "paddle", "onnxruntime") if m in sys.modules)))
+print("MODULES " + json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
 sys.exit(rc)
 """
 
@@ -74,7 +78,8 @@ def test_predict_on_runtime_and_the_deprecated_backend_name(models):
     (line,) = new_out
     decoded = json.loads(line)
     assert decoded["text"] == TEXT and decoded["intent"]
-    assert new_modules == []  # the lean predictor: no numpy, paddle or onnxruntime package in its process
+    assert new_modules == []  # the lean predictor: no numpy, paddle or onnxruntime package in its process, nor
+    # the standard-library modules it has no use for (HEAVY)
 
     old, old_out, old_modules = cli("predict", models["onnx"], TEXT, "--backend", "onnxruntime-c")
     assert old.returncode == 0 and old_out == new_out and old_modules == []
