@@ -16,9 +16,11 @@ data=${1:-../shared/data}
 td() { python -m tinydistill.experiments.cli "$@"; }
 td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-2 \
     --set distill.threads=1
-# seeds 1-3 of no KD and logits KD, seed 1 of logits + hidden-state KD (cells 0-6; add 7-8 for its seeds 2-3)
+# seeds 1-3 of every recipe (cells 0-8), then seed 4 of no KD and of logits + hidden-state KD (the best KD recipe)
 td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1 \
-    --cells 0-6
+    --cells 0-8
+td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1 \
+    --set 'seeds=[1,2,3,4,5]' --cell 3 --cell 13
 td sweep experiments/configs/slu_assistants.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1
 python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers --rounds 3
-td report runs/slu-assistants --plots
+td report runs/slu-assistants --plots --out experiments/results/slu_assistants
