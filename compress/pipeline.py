@@ -37,7 +37,7 @@ class Step:
 
 def parse_steps(steps: list[dict], path: str = "compress") -> list[Step]:
     """``[{step: name, **params}]`` -> ``[Step]``; a ConfigError names the bad key (``compress[0].width``)."""
-    from tinydistill.distill.schema import ConfigError, from_dict
+    from tinydistill.distill.schema import ConfigError, from_dict, registered_name
 
     if not isinstance(steps, list):
         raise ConfigError(f"{path}: expected a list of steps, got {steps!r}")
@@ -46,12 +46,7 @@ def parse_steps(steps: list[dict], path: str = "compress") -> list[Step]:
         where = f"{path}[{i}]"
         if not isinstance(item, dict) or "step" not in item:
             raise ConfigError(f"{where}: expected a mapping with a 'step' key, got {item!r}")
-        if not isinstance(item["step"], str):
-            raise ConfigError(f"{where}.step: expected a registered step name, got {item['step']!r}")
-        try:
-            name = STEPS.canonical(item["step"])
-        except KeyError as exc:
-            raise ConfigError(f"{where}.step: {exc}") from None
+        name = registered_name(STEPS, item["step"], f"{where}.step", "step")
         params = {k: v for k, v in item.items() if k != "step"}
         cls = STEPS.entry(name).meta.get("params")
         out.append(Step(name, from_dict(cls, params, where) if cls is not None else params))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tinydistill.distill.schema import ConfigError, from_dict, require
+from tinydistill.distill.schema import ConfigError, from_dict, registered_name, require
 
 
 @dataclass
@@ -52,17 +52,12 @@ class LossConfig:
     def config_class_for(cls, data: dict, path: str) -> tuple[type, str]:
         """The parameter class of loss ``data["type"]`` (``distill.schema.from_dict`` calls this)."""
         # by kind, not by import: distill.losses builds on this module (its Params subclass LossConfig)
-        from tinydistill.distill.registry import RegistryError, get_registry
+        from tinydistill.distill.registry import get_registry
 
         losses = get_registry("losses")
         if "type" not in data:
             raise ConfigError(f"{path}.type: required key is missing (the loss: tinydistill list losses)")
-        if not isinstance(data["type"], str):
-            raise ConfigError(f"{path}.type: expected a registered loss name, got {data['type']!r}")
-        try:
-            name = losses.canonical(data["type"])
-        except RegistryError as exc:
-            raise ConfigError(f"{path}.type: {exc}") from None
+        name = registered_name(losses, data["type"], f"{path}.type", "loss")
         return losses.get(name).Params, f"loss {name!r}"
 
     @property

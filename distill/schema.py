@@ -153,6 +153,17 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     return obj
 
 
+def registered_name(registry: Any, value: Any, path: str, what: str) -> str:
+    """``value`` as the canonical name of an entry of ``registry`` (aliases resolved), or a one-line
+    ``ConfigError`` that names ``path`` (and, from the registry, the close matches)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a registered {what} name, got {value!r}")
+    try:
+        return registry.canonical(value)
+    except KeyError as exc:  # distill.registry.RegistryError: its message names the registry and close matches
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def require(obj: Any, name: str, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
             le: float | None = None) -> None:
     """Range check of a numeric field (``None`` values pass): raises ``ValueError`` starting with the

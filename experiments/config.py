@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinydistill.distill.registry import RegistryError
-from tinydistill.distill.schema import ConfigError, coerce, from_dict, require
+from tinydistill.distill.schema import ConfigError, coerce, from_dict, registered_name, require
 from tinydistill.experiments.config_sections import (BenchSection, ExperimentConfig, ExportSection, ModelSection, SweepSection,
                                          TaskSection)
 from tinydistill.experiments.config_yaml import apply_overrides, closest, load_yaml, locate_error
@@ -126,12 +125,7 @@ def _registry(kind: str):
 
 
 def _checked_name(name: Any, path: str, kind: str) -> str:
-    if not isinstance(name, str):
-        raise ConfigError(f"{path}: expected a registered {kind[:-1]} name, got {name!r}")
-    try:
-        return _registry(kind).canonical(name)
-    except RegistryError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    return registered_name(_registry(kind), name, path, kind[:-1])
 
 
 def _require_mapping(value: Any, path: str) -> dict:
