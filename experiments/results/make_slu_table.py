@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,23 @@ TARGETS = {"size_pct": 5.0, "e2e_speedup": 3.0, "rss_reduction_pct": 70.0, "accu
 PROTOCOL_TARGETS = {"teacher_above_no_kd_pp": 3.0, "kd_gain_pp": 0.0, "kd_gain_p": 0.05,
                     "compression_step_vs_control_pp": 0.5, "compression_step_goal_pp": 0.1}
 SETS = (("dev", "dev (4,223)"), ("dev_dedup", "dev unseen in train"))
+
+
+# the table's rows, in order (the row indices below depend on it); {} = the pruned vocabulary's size
+ROW_LABELS = (
+    'nano FP32, fine-tuned (no KD)',
+    'nano FP32, distilled (logits KD)',
+    '+ vocabulary pruning ({} tokens)',
+    '+ width pruning (0.75, KD recovery)',
+    '+ INT8 matmul (QAT)',
+    '+ INT8 embedding',
+    'nano FP32, no KD (ONNX Runtime)',
+    'width-pruned -> ONNX Runtime dynamic INT8 (+ INT8 Gather)',
+    'width-pruned -> INT4 storage, INT8 kernels (onnx-int4)',
+    'nano FP32, no KD (onnxruntime-c)',
+    'width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)',
+    'width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)',
+)
 
 
 def curve(history_file: Path, metric: str) -> list[list[float]]:
@@ -307,21 +325,21 @@ def main() -> int:
         nokd_onnx = exported(base / "student" / "best", "onnx", "nokd-fp32-onnx")
         int8_onnx = exported(comp / "width_prune", "onnx-int8", "width-onnx-int8")
         int4_onnx = exported(comp / "width_prune", "onnx-int4", "width-onnx-int4")
-        rows = [  # (label, directory, backend: None = the directory's own runtime)
-            ("nano FP32, fine-tuned (no KD)", base / "export" / "paddle-inference", None),
-            ("nano FP32, distilled (logits KD)", exported(kd / "student" / "best", "paddle-inference", "kd-fp32-pi"), None),
-            (f"+ vocabulary pruning ({vocab.get('vocab_after', '?')} tokens)",
-             exported(comp / "vocab_prune", "paddle-inference", "vocab-pi"), None),
-            ("+ width pruning (0.75, KD recovery)", exported(comp / "width_prune", "paddle-inference", "width-pi"), None),
-            ("+ INT8 matmul (QAT)", comp / "qat", None),
-            ("+ INT8 embedding", comp / "embedding_int8", None),
-            ("nano FP32, no KD (ONNX Runtime)", nokd_onnx, None),
-            ("width-pruned -> ONNX Runtime dynamic INT8 (+ INT8 Gather)", int8_onnx, None),
-            ("width-pruned -> INT4 storage, INT8 kernels (onnx-int4)", int4_onnx, None),
-            ("nano FP32, no KD (onnxruntime-c)", nokd_onnx, "onnxruntime-c"),
-            ("width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)", int8_onnx, "onnxruntime-c"),
-            ("width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)", int4_onnx, "onnxruntime-c"),
+        dirs_backends = [  # (directory, backend: None = the directory's own runtime), in ROW_LABELS' order
+            (base / "export" / "paddle-inference", None),
+            (exported(kd / "student" / "best", "paddle-inference", "kd-fp32-pi"), None),
+            (exported(comp / "vocab_prune", "paddle-inference", "vocab-pi"), None),
+            (exported(comp / "width_prune", "paddle-inference", "width-pi"), None),
+            (comp / "qat", None),
+            (comp / "embedding_int8", None),
+            (nokd_onnx, None),
+            (int8_onnx, None),
+            (int4_onnx, None),
+            (nokd_onnx, "onnxruntime-c"),
+            (int8_onnx, "onnxruntime-c"),
+            (int4_onnx, "onnxruntime-c"),
         ]
+        rows = [(label.format(vocab.get("vocab_after", "?")), d, b) for label, (d, b) in zip(ROW_LABELS, dirs_backends)]
     dirs = [d for _, d, _ in rows]
     backends = [b for _, _, b in rows]
 
@@ -329,7 +347,9 @@ def main() -> int:
     if args.reuse_measurements:
         # the first seed's directories are fixed once their runs finished: their dev accuracy, latency, memory
         # and size come from the previous run of this script; only what more seeds change is recomputed
-        if len(prev["rows"]) != 12:
+        if not (len(prev["rows"]) == len(ROW_LABELS) and all(
+                re.fullmatch(re.escape(label).replace(r"\{\}", ".+"), r["model"])
+                for label, r in zip(ROW_LABELS, prev["rows"]))):
             raise SystemExit(f"{args.out}.json: its rows are not this table's; run without --reuse-measurements")
         keep = ("model", "dir", "runtime", "precision", "sentence_accuracy", "intent_accuracy", "slot_f1",
                 "cpu_e2e_p50_ms", "cpu_e2e_p50_ms_per_round", "e2e_p50_ms", "model_p50_ms", "peak_rss_mib",
