@@ -80,7 +80,7 @@ class TeacherSet:
             if not done.is_file():
                 t0 = time.time()
                 name = self.sections[i].name
-                doing = "training" if getattr(self.sections[i], "finetune", True) else "loading and evaluating"
+                doing = "training" if self.sections[i].finetune else "loading and evaluating"
                 r.log(f"{r.prefix}teacher {name} (seed {r.seed}): {doing} -> {shared}")
                 clean_stale_temporaries(shared)  # left by a killed fine-tuning (we hold its lock)
                 metrics = self._train(i, shared)
