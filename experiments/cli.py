@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import logging
 import os
 import sys
 import warnings
 from pathlib import Path
 
+from tinydistill.distill.logs import get_logger  # stdlib only: logging itself is imported on first use
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-log = logging.getLogger("tinydistill.cli")  # not __name__: that is "__main__" under python -m tinydistill.experiments.cli
+log = get_logger("tinydistill.cli")  # not __name__: that is "__main__" under python -m tinydistill.experiments.cli
 
 # sub-command -> "module:function(args) -> int | None"
 HANDLERS = {

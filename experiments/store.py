@@ -14,7 +14,6 @@ crashed holder does not keep (see ``StoreLock`` for the stale-holder rule).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import socket
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tinydistill.distill.fsutil import read_json, write_json
+from tinydistill.distill.logs import get_logger
 
 RECORD_VERSION = 1
 PACKAGES = ("paddlepaddle", "paddlenlp", "paddleslim", "paddle2onnx", "onnxruntime", "numpy", "tinydistill")
@@ -119,7 +119,7 @@ class ResultStore:
                     raise ValueError(f"{f}: not a result record")
             except (ValueError, UnicodeDecodeError) as exc:
                 message = str(exc) if str(f) in str(exc) else f"{f}: {exc}"
-                logging.getLogger(__name__).warning("warning: skipping damaged result record %s", message)
+                get_logger(__name__).warning("warning: skipping damaged result record %s", message)
                 if damaged is not None:
                     damaged.append(message)
                 continue

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinydistill.distill.logs import progress
+from tinydistill.distill.logs import get_logger, progress
 from tinydistill.distill.schema import ConfigError
 from tinydistill.experiments.config import ExperimentConfig, load_config, resolve
 from tinydistill.experiments.config_yaml import deep_merge
@@ -250,7 +249,7 @@ def run_sweep(cfg: ExperimentConfig, out: str | Path, jobs: int = 1, data_dir: s
         result[status if status in ("failed", "skipped") else "done"].append(run_id)
         log(f"  [{i}/{len(student_jobs)}] {run_id}: {status}{(' - ' + msg.splitlines()[0]) if msg else ''}")
         if msg and status == "failed":
-            logging.getLogger(__name__).error("%s", msg)
+            get_logger(__name__).error("%s", msg)
     log(f"sweep {cfg.name}: {len(result['done'])} done, {len(result['skipped'])} skipped, "
         f"{len(result['failed'])} failed in {time.time() - start:.1f}s")
     return result

@@ -7,16 +7,16 @@ models: predictions arrive as numpy arrays of logits per head.
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 
+from tinydistill.distill.logs import get_logger
 from tinydistill.distill.schema import from_dict, to_dict
 
-log = logging.getLogger("tinydistill.tasks")
+log = get_logger("tinydistill.tasks")
 
 IGNORE_INDEX = -100  # label id of positions a token-level loss/metric must skip (padding, specials)
 

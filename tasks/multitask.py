@@ -14,7 +14,6 @@ metric ``mean_main``, by which the best checkpoint is chosen.
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -92,6 +91,8 @@ class MultiTask(Task):
         total = sum(len(rows) for rows in per_task.values())
         weights = {t: len(rows) ** (1.0 / self.options.temperature) for t, rows in per_task.items() if rows}
         norm = sum(weights.values())
+        import random  # here: only temperature mixing samples (a predictor process never does)
+
         rng = random.Random(self.options.seed)
         out = {}
         for t, rows in per_task.items():

@@ -36,7 +36,6 @@ Gold spans for metrics are decoded from the encoded gold tags, so they are those
 """
 from __future__ import annotations
 
-import random
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -265,6 +264,8 @@ class NlpccSluTask(Task):
             corpus = self.corpus()
             sessions = list(dict.fromkeys(ex.meta["session"] for ex in corpus))  # first-appearance order
             order = sorted(sessions)
+            import random  # here: a predictor process never splits the corpus
+
             random.Random(self.options.split_seed).shuffle(order)
             n_dev = int(round(len(order) * self.options.dev_ratio))
             dev = set(order[:n_dev])

@@ -19,7 +19,6 @@ and ``load_tokenizer(dir, spec)``.
 """
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ def jieba_module():
     """jieba, imported on first use (its dictionary load takes ~0.5 s) with its log silenced."""
     global _jieba
     if _jieba is None:
+        import logging
+
         import jieba
 
         jieba.setLogLevel(logging.ERROR)

@@ -242,3 +242,52 @@ def test_exit_codes(monkeypatch, capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2, argv
+
+
+LAZY = """
+import sys
+from tinydistill.experiments import cli
+from tinydistill.distill.logs import get_logger
+
+def chatty(args):
+    print("IMPORTED " + str("logging" in sys.modules))  # nothing logged yet: still not imported
+    get_logger("experiments.fake").info("an info line")
+    get_logger("tinydistill.fake").debug("a debug line")
+    get_logger("compress.fake").warning("a warning line")
+    return 0
+
+cli._fake = chatty
+cli.HANDLERS["report"] = "tinydistill.experiments.cli:_fake"
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("flags,shown", [
+    ([], ["an info line", "warning: a warning line"]),
+    (["-q"], ["warning: a warning line"]),
+    (["-v"], ["tinydistill.fake: a debug line", "experiments.fake: an info line",
+              "compress.fake: warning: a warning line"]),
+])
+def test_logging_is_imported_on_the_first_record_and_set_up_then(flags, shown):
+    """A process that has not imported ``logging`` when the command starts (the lean predictor) gets the same
+    records at the same level as one that had: the first record imports it and sets the handler up."""
+    env = {k: v for k, v in os.environ.items() if k != "TINYDISTILL_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", LAZY, *flags, "report", "runs"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**env, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "IMPORTED False\n"
+    assert sorted(proc.stderr.splitlines()) == sorted(shown)
+
+
+def test_project_loggers_come_from_get_logger():
+    """``distill.logs.get_logger`` sets the project's handler up on first use; a stdlib logger taken directly
+    would log before that set-up in a process that imported ``logging`` late, and its info lines would be lost."""
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith((".venv/", ".ci/", "tests/")) or rel == "distill/logs.py":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "logging.getLogger(" in line and 'getLogger("jieba")' not in line:
+                offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert offenders == []
