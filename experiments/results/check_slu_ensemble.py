@@ -3,6 +3,7 @@ results_slu_teachers.yaml alone, and the equal-weight logit average (``distill.m
 what a multi-teacher run distils from) of the two micro models and of all three, on the dev split.
 
     python experiments/results/check_slu_ensemble.py [--runs runs/results-slu-teachers] [--data-dir ../shared/data]
+        [--members RUN_ID ...]   # other members: e.g. the micro pair trained on the whole training split
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", default="runs/results-slu-teachers")
     ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--members", nargs="+", default=list(MEMBERS),
+                    help="run ids under --runs; the first two are averaged, and all of them where more are given")
     args = ap.parse_args()
     from tinydistill.distill.config import MixingConfig
     from tinydistill.distill.modeldir import load_model_dir
@@ -26,14 +29,15 @@ def main() -> int:
     task = build_task("nlpcc2018_slu", data_dir=args.data_dir, max_seq_length=16, dev_ratio=0.2, split_seed=42)
     dev = task.load("dev")
     models = []
-    for name in MEMBERS:
+    for name in args.members:
         model, tok, _ = load_model_dir(Path(args.runs) / name / "student" / "best")
         model.eval()
         models.append((model, tok))
     fixed = MixingConfig(mode="fixed")
-    for name, m in zip(MEMBERS, models):
+    for name, m in zip(args.members, models):
         print(f"{name}: {evaluate_mixture([m], task, dev, fixed)['sentence_accuracy']:.2f}")
-    for label, idx in (("micro s11 + micro s12", [0, 1]), ("all three", [0, 1, 2])):
+    pairs = [(f"{args.members[0]} + {args.members[1]}", [0, 1])] if len(models) > 1 else []
+    for label, idx in pairs + ([("all of them", list(range(len(models))))] if len(models) > 2 else []):
         acc = evaluate_mixture([models[i] for i in idx], task, dev, fixed)["sentence_accuracy"]
         print(f"logit average, {label}: {acc:.2f}")
     return 0
