@@ -24,11 +24,11 @@ PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared te
         ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-f3dcb868", "faaacb1ef949",
                                      ["bilstm-s1-90cad22a43", "bilstm-s1-46cfcf2086", "textcnn-s1-e5aad7b64e"]),
     },
-    "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/
-        ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-f2f58fa1", "6f4f5a500121", []),
+    "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/ (whole split)
+        ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-1b0301cc", "c7818d393138", []),
     },
     "results_slu.yaml": {  # runs/results-slu/ and experiments/results/slu_compression/records/
-        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-88ef8185", None, None),
+        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-589aabcf", None, None),
     },
 }
 

@@ -5,7 +5,7 @@
 #
 #   bash experiments/results/run_slu.sh [DATA_DIR]
 #
-# 1. the teacher's members (results_slu_teachers.yaml: micro s11, micro s12, Bi-LSTM s11);
+# 1. the teacher's members (results_slu_teachers.yaml: micro s11 and s12 on the whole training split);
 # 2. the nano students: no KD, logits KD (+ the compression chain with equal-budget controls), logits +
 #    hidden-state KD, seeds 1-3 (results_slu.yaml);
 # 3. the assistant-chain ablation (slu_assistants.yaml);
@@ -14,7 +14,7 @@
 set -euo pipefail
 data=${1:-../shared/data}
 td() { python -m tinydistill.experiments.cli "$@"; }
-td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-2 \
+td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-1 \
     --set distill.threads=1
 # seeds 1-3 of every recipe (cells 0-8), then seed 4 of no KD and of logits + hidden-state KD (the best KD recipe)
 td sweep experiments/configs/results_slu.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1 \
