@@ -114,7 +114,9 @@ def protocol_summary(exp: Path, teachers_exp: Path | None, prev: dict | None = N
         mt = rec["metrics"]
         name = f"{rec.get('student', '?')} s{rec.get('seed')}"
         used = any(f"/{rec.get('run_id')}/" in init for init in inits)
-        member_rows.append([name, "yes" if used else "no (trained, left out)", f"{mt.get(f'student.dev.{metric}', {}).get('value', float('nan')):.2f}",
+        cap = ((rec.get("config") or {}).get("task") or {}).get("max_train_examples")
+        member_rows.append([name, "yes" if used else "no (trained, left out)",
+                            "whole split" if cap is None else f"{cap:,}", f"{mt.get(f'student.dev.{metric}', {}).get('value', float('nan')):.2f}",
                             f"{mt.get(f'student.dev_dedup.{metric}', {}).get('value', float('nan')):.2f}",
                             f"{int(mt.get('student.train_steps', {}).get('value', 0))} "
                             f"({mt.get('student.train_epochs', {}).get('value', 0):.1f})",
@@ -167,8 +169,9 @@ def protocol_summary(exp: Path, teachers_exp: Path | None, prev: dict | None = N
               f"+{PROTOCOL_TARGETS['teacher_above_no_kd_pp']:g})."
               if teacher["dev"] is not None and margin is not None else "Teacher metrics missing."), ""]
     if member_rows:
-        lines += ["The candidate members, each trained alone to its plateau (same training subset):", "",
-                  to_markdown(["member", "in the ensemble", f"dev {metric} (%)", f"dev unseen {metric} (%)", "steps run (epochs)",
+        lines += ["The candidate members, each trained alone (early stopping on dev; its training utterances: "
+                  "the students' own are in their config, task.max_train_examples):", "",
+                  to_markdown(["member", "in the ensemble", "training utterances", f"dev {metric} (%)", f"dev unseen {metric} (%)", "steps run (epochs)",
                                "best step"], member_rows), ""]
     lines += ["Nano students (scratch ERNIE 3.0 Tiny nano), each to its plateau:", "", to_markdown(table[0], table[1:]),
               ""]
