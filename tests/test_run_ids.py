@@ -28,7 +28,7 @@ PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared te
         ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-1b0301cc", "c7818d393138", []),
     },
     "results_slu.yaml": {  # runs/results-slu/ and experiments/results/slu_compression/records/
-        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-589aabcf", None, None),
+        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-90782a05", None, None),
     },
 }
 
