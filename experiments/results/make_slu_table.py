@@ -189,7 +189,7 @@ def protocol_summary(exp: Path, teachers_exp: Path | None, prev: dict | None = N
     return lines, facts
 
 
-def compression_deltas(exp: Path, recipe: str = "logits_kd") -> dict[str, dict]:
+def compression_deltas(exp: Path, recipe: str = "logits_kd_chain") -> dict[str, dict]:
     """Per compression step of ``recipe``'s runs: ``{"mean", "std", "n", "basis"}`` of Δ compression, paired by
     seed (``tinydistill report``'s compression table)."""
     from tinydistill.experiments.report import find_records, group
@@ -292,13 +292,26 @@ def main() -> int:
     ap.add_argument("--reuse-measurements", action="store_true",
                     help="take the first seed's accuracy, latency, memory and size from the previous <out>.json and "
                          "recompute only the seed statistics (after more seeds finished)")
+    ap.add_argument("--chain-recipe", default="logits_kd_chain",
+                    help="the recipe whose runs carry the compression chain and its controls (results_slu.yaml)")
+    ap.add_argument("--compression-from", metavar="JSON",
+                    help="keep the compression rows, Δ compression and measurements of an earlier run of this script "
+                         "(its JSON, e.g. the committed slu_compression.json) and recompute only the teacher and "
+                         "students section from EXP_DIR: for a store whose chain has not run yet")
     ap.add_argument("--teachers-run", default="runs/results-slu-teachers",
                     help="the experiment directory of the teacher's members (results_slu_teachers.yaml)")
     args = ap.parse_args()
     t_start = time.time()
     exp = Path(args.exp_dir)
-    prev = json.loads(Path(args.out).with_suffix(".json").read_text()) if args.reuse_measurements else None
-    protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run), prev)
+    if args.compression_from and args.reuse_measurements:
+        raise SystemExit("--compression-from and --reuse-measurements: give one (both keep earlier measurements)")
+    kept = Path(args.compression_from) if args.compression_from else Path(args.out).with_suffix(".json")
+    if (args.reuse_measurements or args.compression_from) and not kept.is_file():
+        raise SystemExit(f"{kept}: no earlier JSON of this script to keep the measurements of")
+    prev = json.loads(kept.read_text()) if args.reuse_measurements or args.compression_from else None
+    # --compression-from: the earlier file's protocol part (members, curves) is another store's; do not fall back on it
+    protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run), None if args.compression_from else prev)
+    args.reuse_measurements = args.reuse_measurements or bool(args.compression_from)
     print("\n".join(protocol_lines), flush=True)
 
     from tinydistill.compress.bench import bench_dirs
@@ -310,7 +323,7 @@ def main() -> int:
         # row 0 is <no-KD run>/export/paddle-inference, row 4 <KD run>/compressed/qat
         base, kd = (Path(prev["rows"][i]["dir"]).parents[1] for i in (0, 4))
     else:
-        base, kd = run_dir(exp, "no_kd"), run_dir(exp, "logits_kd")
+        base, kd = run_dir(exp, "no_kd"), run_dir(exp, args.chain_recipe)
     side = exp / "_table_exports"
 
     def exported(src: Path, backend: str, name: str) -> Path:
@@ -417,7 +430,11 @@ def main() -> int:
     for i, ref in ((8, 6), (10, 9), (11, 9)):
         table[i]["vs_fp32_nano_same_runtime"] = vs(table[ref], table[i])
 
-    deltas = compression_deltas(exp)
+    if args.compression_from:  # the earlier run's Δ compression, over the seeds of its store
+        deltas = {label: prev["rows"][i].get("delta_compression")
+                  for i, label in ((2, "vocab_prune"), (3, "width_prune"), (4, "qat"), (5, "embedding_int8"))}
+    else:
+        deltas = compression_deltas(exp, args.chain_recipe)
     for i, label in ((2, "vocab_prune"), (3, "width_prune"), (4, "qat"), (5, "embedding_int8")):
         table[i]["delta_compression"] = deltas.get(label)
     # the ONNX Runtime dynamic INT8 export does not train: its effect is its accuracy minus its input's
@@ -434,7 +451,7 @@ def main() -> int:
 
     chain_pi, chain_ort, chain_int4 = chain([2, 3, 4, 5]), chain([2, 3, 7]), chain([2, 3, 7, 8])
     teacher_acc = protocol["teacher_sentence_accuracy"]
-    steps_vs_control = {k: v["mean"] for k, v in deltas.items() if v.get("mean") is not None}
+    steps_vs_control = {k: v["mean"] for k, v in deltas.items() if v and v.get("mean") is not None}
     protocol_met = {
         "teacher_above_no_kd_pp": protocol["teacher_above_no_kd_pp"] is not None
         and protocol["teacher_above_no_kd_pp"] >= PROTOCOL_TARGETS["teacher_above_no_kd_pp"],
@@ -444,8 +461,11 @@ def main() -> int:
             abs(v) <= PROTOCOL_TARGETS["compression_step_vs_control_pp"] for v in steps_vs_control.values()),
         "compression_step_goal_pp": bool(steps_vs_control) and all(
             abs(v) <= PROTOCOL_TARGETS["compression_step_goal_pp"] for v in steps_vs_control.values())}
-    stage_s = dict(prev.get("stage_seconds") or {}) if args.reuse_measurements else {}
-    for label, run in (("no KD", base), ("KD", kd)) if not args.reuse_measurements else ():
+    stage_s = dict(prev.get("stage_seconds") or {}) if args.reuse_measurements and not args.compression_from else {}
+    timed = (("no KD", base), ("KD", kd)) if not args.reuse_measurements else ()
+    if args.compression_from:  # this store's runs (the compression section's are the earlier file's)
+        timed = (("no KD", run_dir(exp, "no_kd")), ("KD", run_dir(exp, "logits_kd")))
+    for label, run in timed:
         for marker in sorted((run / ".stages").glob("*.json"), key=lambda m: read_json(m).get("finished_at", 0)):
             stage = marker.stem
             if stage != "teacher" and stage != "report":
@@ -458,7 +478,9 @@ def main() -> int:
            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)",
            "run_seconds": round(time.time() - t_start, 1), "command": cmd,
            "load1": [(rd["load1_before"], rd["load1_after"]) for rd in rounds]}
-    if measured_at is not None:  # the latency/memory/size figures are those of the earlier run
+    if args.compression_from:  # the compression section is the earlier file's, the rest this run's
+        env = {**env, "compression_from": {"file": str(kept), **measured_at}}
+    elif measured_at is not None:  # the latency/memory/size figures are those of the earlier run
         env = {**measured_at, "seed_statistics_updated": env["date"], "update_command": cmd}
 
     def fmt_ratio(row, key):
@@ -467,8 +489,9 @@ def main() -> int:
                 "rss": f"{-v['rss_reduction_pct']:+.0f} %", "acc": f"{v['accuracy_delta']:+.2f}"}[key]
 
     lines = ["# NLPCC 2018 SLU: ensemble teacher -> ERNIE 3.0 Tiny nano, KD and compression (no pretrained weights)", "",
-             "Every model is trained from random initialisation (no pretrained weights on this machine) on the same "
-             "fixed 6,000 of the 17,129 training utterances (task.max_train_examples, to fit the 2-core budget) and "
+             "Every student is trained from random initialisation (no pretrained weights on this machine) on the same "
+             "fixed 6,000 of the 17,129 training utterances (task.max_train_examples, to fit the 2-core budget; the "
+             "teacher's members' training utterances are in their table) and "
              "evaluated on the full dev split; at most 15 epochs, the learning rate decaying linearly to 0, early "
              "stopping on dev sentence accuracy with patience 5 epochs (a run that ends at epoch 15 ran the whole "
              "schedule; its curve below shows whether it had levelled off). For "
@@ -479,6 +502,14 @@ def main() -> int:
              + json.dumps(protocol_met) + ". Δ compression per step (mean over seeds): "
              + ", ".join(f"{k} {v:+.2f} pp" for k, v in steps_vs_control.items()) + ".", "",
              "## Compression (first seed's directories)", "",
+             *([f"Kept from `{kept}` (`--compression-from`): this section's rows, Δ compression and measurements are "
+                f"those of `{env['compression_from'].get('command')}` at {env['compression_from'].get('date')}, on "
+                f"the students of that file's store, not on the students above (whose chain, recipe "
+                f"`{args.chain_recipe}`, has not run). Its teacher: "
+                + (f"{prev['teacher_sentence_accuracy']:.2f} % dev sentence accuracy"
+                   if prev.get("teacher_sentence_accuracy") is not None else "not recorded")
+                + f", its no-KD nano {prev.get('no_kd_sentence_accuracy') or float('nan'):.2f} %.", ""]
+               if args.compression_from else []),
              "| model | runtime | dev sentence acc (%) | Δ acc vs first row (pp) | Δ compression (pp) | "
              "latency p50, CPU ms (speed-up) | latency p50, wall ms (speed-up) | peak RSS MiB (change) | "
              "size MB (% of FP32) |",
@@ -553,6 +584,9 @@ def main() -> int:
               f"Load average (1 min) before/after each round: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
               f"Command: `{env['command']}` (after `bash experiments/results/run_slu.sh`, which runs the sweeps)  ",
+              *([f"Compression section: `{env['compression_from'].get('command')}` "
+                 f"({env['compression_from'].get('date')}), kept with `--compression-from`.  "]
+                if args.compression_from else []),
               f"Date: {env['date']}; run time {env['run_seconds']} s (exports, evaluation, benchmarks); machine: "
               f"{env['machine']}."
               + (f" Seed statistics updated {env['seed_statistics_updated']} with `{env['update_command']}` "
