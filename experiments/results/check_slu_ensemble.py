@@ -1,9 +1,14 @@
 """Which members make the SLU results' teacher (results_slu.yaml): every candidate member of
 results_slu_teachers.yaml alone, and the equal-weight logit average (``distill.multiteacher.evaluate_mixture``,
-what a multi-teacher run distils from) of the two micro models and of all three, on the dev split.
+what a multi-teacher run distils from) of the first two and, where more are given, of all of them, on the dev split.
 
     python experiments/results/check_slu_ensemble.py [--runs runs/results-slu-teachers] [--data-dir ../shared/data]
-        [--members RUN_ID ...]   # other members: e.g. the micro pair trained on the whole training split
+        [--members RUN_ID ...]
+
+The default members are the two micro models results_slu_teachers.yaml trains on the whole training split.  The
+earlier candidates, trained on the students' 6,000 utterances (``tinydistill sweep
+experiments/configs/results_slu_teachers.yaml --set task.max_train_examples=6000 --cells 0-2 ...``), are
+``--members micro-finetune-s11-f2f58fa1 micro-finetune-s12-7b3131f5 bilstm-finetune-s11-a430940e``.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-MEMBERS = ("micro-finetune-s11-f2f58fa1", "micro-finetune-s12-7b3131f5", "bilstm-finetune-s11-a430940e")
+MEMBERS = ("micro-finetune-s11-1b0301cc", "micro-finetune-s12-a6da3036")
 
 
 def main() -> int:
