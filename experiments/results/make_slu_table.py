@@ -591,7 +591,7 @@ def main() -> int:
               f"{env['machine']}."
               + (f" Seed statistics updated {env['seed_statistics_updated']} with `{env['update_command']}` "
                  "(the first seed's measurements above kept)." if "seed_statistics_updated" in env else ""), "",
-              "Sweep run time by stage (2 runs in parallel, same machine, under heavy load from other jobs): "
+              "Sweep run time by stage (several runs in parallel on the 2 shared cores): "
               + ", ".join(f"{k} {v:.0f} s" for k, v in stage_s.items()) + "."]
     md = "\n".join(lines) + "\n"
     print(md)
