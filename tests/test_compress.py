@@ -78,10 +78,15 @@ def test_fp32_export_matches_dygraph(trained, tmp_path, data_dir, backend):
     got = exported.logits(feed)
     for head in ("intent", "slot"):
         assert np.abs(ref["logits"][head].numpy() - got[head]).max() < 1e-4
-    # batched and single predictions decode the same
+    # batched and single predictions decode the same (the confidence to float rounding: a batch of another shape
+    # takes other MKL kernels, which on some CPUs differ in the last bits)
     texts = ["播放周杰伦的稻香", "导航到北京西站", "打开空调"]
     batched = exported.predict(texts)
-    assert [exported.predict([t])[0] for t in texts] == batched and "intent" in batched[0]
+    single = [exported.predict([t])[0] for t in texts]
+    assert "intent" in batched[0]
+    for one, many in zip(single, batched):
+        assert one["confidence"] == pytest.approx(many["confidence"], abs=1e-6)
+        assert {**one, "confidence": None} == {**many, "confidence": None}
 
 
 def test_bilstm_onnx_export_matches_on_padded_batches(tmp_path, slu, data_dir):
