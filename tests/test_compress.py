@@ -37,7 +37,8 @@ def trained(tmp_path_factory, slu, ernie_vocab):
     model = build_model("student", "ernie-3.0-tiny-nano-v2-zh", slu.heads(), vocab_size=tok.vocab_size,
                         max_position_embeddings=64, **TINY)
     out = tmp_path_factory.mktemp("trained")
-    cfg = DistillConfig(epochs=2, lr=3e-3, batch_size=32, progress=False, seed=1, warmup_ratio=0.05)
+    # 3 epochs: after 2, intent accuracy landed at 44.75 % on an AMD EPYC (thread timing varies the result)
+    cfg = DistillConfig(epochs=3, lr=3e-3, batch_size=32, progress=False, seed=1, warmup_ratio=0.05)
     result = train(model, tok, slu, slu.load("train")[:3000], slu.load("dev")[:400], cfg, out)
     assert result.best_metrics["intent_accuracy"] > 50  # clearly better than a constant guess
     return Path(result.best_dir)
