@@ -2,7 +2,10 @@
 ``tinydistill sweep experiments/configs/results_slu.yaml`` output directory.
 
     python experiments/results/make_slu_table.py runs/results-slu [--data-dir DIR] [--runs 200] [--rounds 2]
-        [--out experiments/results/slu_compression]
+        [--out experiments/results/slu_compression] [--protocol-from JSON | --compression-from JSON]
+
+``--protocol-from`` keeps the teacher and students section of an earlier output (it may be the file being
+rewritten) and measures the compression section from this store; ``--compression-from`` is the converse.
 
 Every row is a model directory the sweep wrote, measured on the same runtime as the INT8 programs: FP32
 dygraph directories (students, vocabulary- and width-pruned models) are first exported to Paddle Inference
@@ -204,6 +207,63 @@ def compression_deltas(exp: Path, recipe: str = "logits_kd_chain") -> dict[str, 
             for rec in (dict(zip(header, line)) for line in body)}
 
 
+#: the JSON keys of the teacher and students section (``protocol_summary``'s facts)
+PROTOCOL_KEYS = ("teacher_sentence_accuracy", "teacher_sentence_accuracy_dedup", "teacher_members",
+                 "no_kd_sentence_accuracy", "teacher_above_no_kd_pp", "kd_gain", "recipes", "gains",
+                 "learning_curves")
+PROTOCOL_HEADING = "## Teacher and students (evaluation protocol)"
+
+
+def kept_protocol_section(json_file: Path) -> tuple[list[str], dict, dict]:
+    """(markdown lines, facts, provenance) of the teacher and students section of an earlier run of this script:
+    the lines from its .md (heading to the protocol targets line), the facts from its JSON."""
+    md_file = json_file.with_suffix(".md")
+    for f in (json_file, md_file):
+        if not f.is_file():
+            raise SystemExit(f"{f}: not found (--protocol-from needs an earlier run's JSON and the .md beside it)")
+    earlier = json.loads(json_file.read_text())
+    missing = [k for k in PROTOCOL_KEYS if k not in earlier]
+    if missing:
+        raise SystemExit(f"{json_file}: no {missing[0]!r} key; not a JSON of this script's teacher and students section")
+    md = md_file.read_text().splitlines()
+    try:
+        start = md.index(PROTOCOL_HEADING)
+    except ValueError:
+        raise SystemExit(f"{md_file}: no {PROTOCOL_HEADING!r} heading") from None
+    end = next((i for i in range(start, len(md)) if md[i].startswith("Protocol targets (issue #11)")), len(md))
+    lines = md[start:end]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    env = earlier.get("env") or {}
+    provenance = {"file": str(json_file), "date": (env.get("protocol_from") or env).get("date"),
+                  "command": (env.get("protocol_from") or env).get("command")}
+    return lines, {k: earlier[k] for k in PROTOCOL_KEYS}, provenance
+
+
+def chain_store_note(exp: Path, recipe: str) -> str:
+    """What the chain's own store holds: its teacher's dev accuracy, its KD students and its no-KD baseline."""
+    from tinydistill.experiments.report import find_records, group, mean_std
+
+    rows = {r.recipe: r for r in group(find_records(exp))}
+    chain = rows.get(recipe)
+    if chain is None:
+        raise SystemExit(f"{exp}: no finished run of recipe {recipe!r} in its store")
+    metric = chain.main_metric
+    teacher = [v for v in chain.per_seed(f"teachers_mixed.dev.{metric}").values() if v is not None]
+    students = list(chain.per_seed(f"student.dev.{metric}").values())
+    m, sd = mean_std(students)
+    parts = [f"teacher (the retrained members' ensemble) {teacher[0]:.2f} % dev {metric}" if teacher else
+             "teacher accuracy not recorded",
+             f"its KD students ({recipe}, seeds {', '.join(map(str, chain.seeds))}) {m:.2f}"
+             + (f" ± {sd:.2f}" if sd is not None else "") + " %"]
+    base = rows.get("no_kd")
+    if base is not None:
+        vals = base.per_seed(f"student.dev.{metric}")
+        parts.append("the no-KD nano of the first row (rerun) "
+                     + ", ".join(f"s{k} {v:.2f} %" for k, v in vals.items()))
+    return "; ".join(parts) + "."
+
+
 def run_dir(exp: Path, recipe: str) -> Path:
     found = sorted(d for d in exp.glob(f"*-{recipe}-s*") if (d / "metrics.json").is_file())
     if not found:
@@ -298,19 +358,27 @@ def main() -> int:
                     help="keep the compression rows, Δ compression and measurements of an earlier run of this script "
                          "(its JSON, e.g. the committed slu_compression.json) and recompute only the teacher and "
                          "students section from EXP_DIR: for a store whose chain has not run yet")
+    ap.add_argument("--protocol-from", metavar="JSON",
+                    help="keep the teacher and students section of an earlier run of this script (its JSON, and the .md "
+                         "beside it) and compute the compression section from EXP_DIR: for a store that reran the "
+                         "teacher's members and the chain only (run directories do not outlive a session, records do)")
     ap.add_argument("--teachers-run", default="runs/results-slu-teachers",
                     help="the experiment directory of the teacher's members (results_slu_teachers.yaml)")
     args = ap.parse_args()
     t_start = time.time()
     exp = Path(args.exp_dir)
-    if args.compression_from and args.reuse_measurements:
-        raise SystemExit("--compression-from and --reuse-measurements: give one (both keep earlier measurements)")
+    if sum(map(bool, (args.compression_from, args.reuse_measurements, args.protocol_from))) > 1:
+        raise SystemExit("--compression-from, --protocol-from and --reuse-measurements: give one")
     kept = Path(args.compression_from) if args.compression_from else Path(args.out).with_suffix(".json")
     if (args.reuse_measurements or args.compression_from) and not kept.is_file():
         raise SystemExit(f"{kept}: no earlier JSON of this script to keep the measurements of")
     prev = json.loads(kept.read_text()) if args.reuse_measurements or args.compression_from else None
     # --compression-from: the earlier file's protocol part (members, curves) is another store's; do not fall back on it
-    protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run), None if args.compression_from else prev)
+    kept_protocol = None
+    if args.protocol_from:
+        protocol_lines, protocol, kept_protocol = kept_protocol_section(Path(args.protocol_from))
+    else:
+        protocol_lines, protocol = protocol_summary(exp, Path(args.teachers_run), None if args.compression_from else prev)
     args.reuse_measurements = args.reuse_measurements or bool(args.compression_from)
     print("\n".join(protocol_lines), flush=True)
 
@@ -482,6 +550,9 @@ def main() -> int:
         env = {**env, "compression_from": {"file": str(kept), **measured_at}}
     elif measured_at is not None:  # the latency/memory/size figures are those of the earlier run
         env = {**measured_at, "seed_statistics_updated": env["date"], "update_command": cmd}
+    if kept_protocol is not None:  # the teacher and students section is the earlier file's, the rest this run's
+        env = {**env, "protocol_from": kept_protocol}
+    this_store = chain_store_note(exp, args.chain_recipe) if kept_protocol is not None else None
 
     def fmt_ratio(row, key):
         v = row["vs_fp32_nano"]
@@ -510,6 +581,11 @@ def main() -> int:
                    if prev.get("teacher_sentence_accuracy") is not None else "not recorded")
                 + f", its no-KD nano {prev.get('no_kd_sentence_accuracy') or float('nan'):.2f} %.", ""]
                if args.compression_from else []),
+             *([f"The teacher and students section above is kept from `{kept_protocol['file']}` (`--protocol-from`: "
+                f"`{kept_protocol.get('command')}`, {kept_protocol.get('date')}). This section's chain ran in a later "
+                f"session on students distilled from the teacher's members retrained there (run directories do not "
+                f"outlive a session; the same configs and seeds, on another CPU, do not give bit-identical models): "
+                + this_store + "", ""] if kept_protocol is not None else []),
              "| model | runtime | dev sentence acc (%) | Δ acc vs first row (pp) | Δ compression (pp) | "
              "latency p50, CPU ms (speed-up) | latency p50, wall ms (speed-up) | peak RSS MiB (change) | "
              "size MB (% of FP32) |",
@@ -587,6 +663,8 @@ def main() -> int:
               *([f"Compression section: `{env['compression_from'].get('command')}` "
                  f"({env['compression_from'].get('date')}), kept with `--compression-from`.  "]
                 if args.compression_from else []),
+              *([f"Teacher and students section: `{kept_protocol.get('command')}` ({kept_protocol.get('date')}), "
+                 "kept with `--protocol-from`.  "] if kept_protocol is not None else []),
               f"Date: {env['date']}; run time {env['run_seconds']} s (exports, evaluation, benchmarks); machine: "
               f"{env['machine']}."
               + (f" Seed statistics updated {env['seed_statistics_updated']} with `{env['update_command']}` "
