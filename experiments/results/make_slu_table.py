@@ -278,7 +278,7 @@ def training_note(exp: Path) -> str:
 
     rows = group(find_records(exp))
     parts = [f"{r.recipe}: student {training_cell(r)}" for r in rows]
-    parts += [f"{r.recipe}: teacher {training_cell(r, 'teacher')}" for r in rows[:1]]
+    parts += [f"{r.recipe}: teacher {training_cell(r, 'teacher')}" for r in [r for r in rows if r.kd][:1]]
     margins = [f"{r.recipe} {teacher_margin(r, rows).mean:+.2f} pp" for r in rows
                if teacher_margin(r, rows).mean is not None]
     text = "Trained steps (epochs): " + "; ".join(parts) + "."
@@ -585,7 +585,7 @@ def main() -> int:
                 f"`{kept_protocol.get('command')}`, {kept_protocol.get('date')}). This section's chain ran in a later "
                 f"session on students distilled from the teacher's members retrained there (run directories do not "
                 f"outlive a session; the same configs and seeds, on another CPU, do not give bit-identical models): "
-                + this_store + "", ""] if kept_protocol is not None else []),
+                + this_store, ""] if kept_protocol is not None else []),
              "| model | runtime | dev sentence acc (%) | Δ acc vs first row (pp) | Δ compression (pp) | "
              "latency p50, CPU ms (speed-up) | latency p50, wall ms (speed-up) | peak RSS MiB (change) | "
              "size MB (% of FP32) |",
