@@ -14,15 +14,16 @@ from tinydistill.experiments.sweep import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
+_CHNSENTICORP_TEACHERS = ["bilstm-s1-90cad22a43", "bilstm-s1-7143948fd4", "bilstm-s1-46cfcf2086", "bilstm-s1-9182dfa3b9",
+                "textcnn-s1-e5aad7b64e", "textcnn-s1-8145ba9727", "textcnn-s1-19a9210400", "textcnn-s1-6d4f11a754"]
 PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared teacher keys)}
     # the ids of the store under runs/results-chnsenticorp-kd/ and of the committed records
     # (experiments/results/chnsenticorp_ablation/records/): task.max_train_examples, added later, leaves the id
     # of a run that trains on the whole split as it was
+    # the eight-member teacher's runs (the three-member teacher's, ids d1ba528b / f3dcb868, are in records/kd-3-members)
     "results_chnsenticorp_kd.yaml": {
-        ("bilstm", "no_kd", 1): ("bilstm-no_kd-s1-d1ba528b", "aaa44e55f093",
-                                 ["bilstm-s1-90cad22a43", "bilstm-s1-46cfcf2086", "textcnn-s1-e5aad7b64e"]),
-        ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-f3dcb868", "faaacb1ef949",
-                                     ["bilstm-s1-90cad22a43", "bilstm-s1-46cfcf2086", "textcnn-s1-e5aad7b64e"]),
+        ("bilstm", "no_kd", 1): ("bilstm-no_kd-s1-85ce527a", "9509990c9c75", _CHNSENTICORP_TEACHERS),
+        ("bilstm", "logits_kd", 1): ("bilstm-logits_kd-s1-510ba49b", "1dbf31376f72", _CHNSENTICORP_TEACHERS),
     },
     "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/ (whole split)
         ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-1b0301cc", "c7818d393138", []),

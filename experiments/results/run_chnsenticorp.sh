@@ -4,8 +4,8 @@
 #
 #   bash experiments/results/run_chnsenticorp.sh [DATA_DIR]
 #
-# 1. the teacher's members: three independently trained models (results_chnsenticorp_ensemble.yaml);
-# 2. the Bi-LSTM student, no KD / logits KD / logits KD + augmentation, 3 seeds each, distilled from the
+# 1. the teacher's members: eight independently trained models (results_chnsenticorp_ensemble.yaml);
+# 2. the Bi-LSTM student, no KD / logits KD / logits KD + augmentation, 5 seeds each, distilled from the
 #    members' equal-weight logit average (results_chnsenticorp_kd.yaml);
 # 3. the table, t-tests and plots (make_chnsenticorp_table.py).
 # Two runs at a time, one thread each: on 2 cores that keeps both busy with the least threading overhead.
@@ -19,4 +19,5 @@ for cells in 0-4,10-14 5-9; do
       --cells "$cells" --set distill.threads=1
 done
 python experiments/results/make_chnsenticorp_table.py runs/results-chnsenticorp-kd \
-    --ensemble-run runs/results-chnsenticorp-ensemble
+    --ensemble-run runs/results-chnsenticorp-ensemble \
+    --earlier-run experiments/results/chnsenticorp_ablation/records/kd-3-members
