@@ -19,8 +19,10 @@ Adding a part is one decorated function or class::
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+
 from typing import Any, Callable, Iterable
+
+from tinydistill.distill.records import field, record
 
 
 _MISSING = object()
@@ -33,7 +35,7 @@ class RegistryError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-@dataclass
+@record
 class Entry:
     name: str
     obj: Any

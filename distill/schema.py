@@ -1,4 +1,5 @@
-"""Strict config sections: plain dataclasses loaded from dicts (parsed YAML) with precise errors.
+"""Strict config sections: plain dataclasses (or ``distill.records`` records) loaded from dicts (parsed YAML)
+with precise errors.
 
 Every stage owns the dataclass for its own config section (``distill.config.DistillConfig``,
 compression step parameters, task options, ...); ``experiments/config.py`` composes them into the
@@ -13,12 +14,49 @@ experiment schema.  ``from_dict`` is the one loader:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import operator
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
+
+from tinydistill.distill import records
+
+# ``dataclasses`` is imported where a dataclass is met, not here: the task options a deployed predictor builds
+# are records, and its process does without ``dataclasses`` and ``inspect`` (``distill.records``).
+
+
+def is_section(obj: Any) -> bool:
+    """``obj`` (a class or an instance) is a dataclass or a record: something ``from_dict`` builds."""
+    return records.is_record(obj) or hasattr(obj if isinstance(obj, type) else type(obj), "__dataclass_fields__")
+
+
+def section_fields(obj: Any) -> tuple:
+    """The fields of a dataclass or record (class or instance), each with ``name``, ``type``, ``default``,
+    ``default_factory`` and ``init``."""
+    if records.is_record(obj):
+        return records.fields(obj)
+    import dataclasses
+
+    return dataclasses.fields(obj)
+
+
+def replace_section(obj: Any, **changes: Any) -> Any:
+    """A copy of a dataclass or record instance with ``changes`` applied (``dataclasses.replace`` for both)."""
+    if records.is_record(obj):
+        return records.replace(obj, **changes)
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def has_default(f: Any) -> bool:
+    """A field of ``section_fields`` has a default or a default factory."""
+    if isinstance(f, records.Field):
+        return f.default is not records.MISSING or f.default_factory is not records.MISSING
+    import dataclasses
+
+    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
 class ConfigError(ValueError):
@@ -56,7 +94,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in allowed)}{hint}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and is_section(tp):
         if isinstance(value, tp):
             return value
         return from_dict(tp, value, path)
@@ -107,7 +145,7 @@ def coerce(value: Any, tp: Any, path: str) -> Any:
 
 
 def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data`` strictly (see module docstring)."""
+    """Build dataclass (or record) ``cls`` from ``data`` strictly (see module docstring)."""
     where = path or cls.__name__
     if data is None:
         data = {}
@@ -119,7 +157,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
         # a family of sections told apart by one of their keys (a loss entry's ``type``): each member
         # has its own class, and the entry is checked against that class's fields
         cls, label = choose(data, where)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in section_fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     unknown = [k for k in data if k not in fields]
     if unknown:
@@ -134,7 +172,7 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], _join(path, name))
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        elif not has_default(f):
             raise ConfigError(f"{_join(path, name)}: required key is missing")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
@@ -182,9 +220,9 @@ _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass (nested) -> plain dict/list values, suitable for YAML/JSON."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """Dataclass or record (nested) -> plain dict/list values, suitable for YAML/JSON."""
+    if not isinstance(obj, type) and is_section(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in section_fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinydistill.distill.schema import ConfigError, coerce, from_dict, registered_name, require
+from tinydistill.distill.schema import ConfigError, coerce, from_dict, is_section, registered_name, require
 from tinydistill.experiments.config_sections import (BenchSection, ExperimentConfig, ExportSection, ModelSection, SweepSection,
                                          TaskSection)
 from tinydistill.experiments.config_yaml import apply_overrides, closest, load_yaml, locate_error
@@ -139,7 +139,7 @@ def _require_mapping(value: Any, path: str) -> dict:
 def task_options_class(task_name: str):
     cls = _registry("tasks").get(task_name)
     opts = getattr(cls, "Options", None)
-    if opts is None or not dataclasses.is_dataclass(opts):
+    if opts is None or not is_section(opts):
         raise ConfigError(f"task.name: task {task_name!r} has no Options dataclass")
     return opts
 

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-from tinydistill.distill.schema import require, to_dict
+from tinydistill.distill.schema import replace_section, require, to_dict
 
 if TYPE_CHECKING:
     from tinydistill.compress.pipeline import Step
@@ -147,7 +147,7 @@ class ExperimentConfig:
         """The config of this config's run with seed ``seed``: every training seed set to it (``distill``, the
         teachers' fine-tuning, the assistants' hops), the grid and search sections dropped, and ``data_dir``
         (the command line's) over ``task.data_dir``."""
-        replace = dataclasses.replace
+        replace = replace_section  # task.options is a record (distill.records), the sections dataclasses
 
         def seeded(m: ModelSection) -> ModelSection:
             return m if m.train is None else replace(m, train=replace(m.train, seed=seed))

@@ -8,12 +8,12 @@ models: predictions arrive as numpy arrays of logits per head.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 
 from tinydistill.distill.logs import get_logger
+from tinydistill.distill.records import field, record
 from tinydistill.distill.schema import from_dict, to_dict
 
 log = get_logger("tinydistill.tasks")
@@ -30,7 +30,7 @@ class DataError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HeadSpec:
     """One output head a model must provide for a task.
 
@@ -54,7 +54,7 @@ class HeadSpec:
         return cls(d["name"], d["kind"], tuple(d["labels"]))
 
 
-@dataclass
+@record
 class Example:
     """One raw example.
 
@@ -69,7 +69,7 @@ class Example:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Span:
     """A labelled character span ``text[start:end]`` (end exclusive)."""
 
@@ -78,7 +78,7 @@ class Span:
     end: int
 
 
-@dataclass
+@record
 class Encoded:
     """An example encoded for one tokenizer.
 
@@ -93,7 +93,7 @@ class Encoded:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class TaskOptions:
     """Options every task accepts (the ``task:`` config section, less ``name``)."""
 

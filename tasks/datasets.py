@@ -15,15 +15,14 @@ download leaves nothing behind in the cache.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 # hashlib, shutil, tempfile and zipfile are imported by the functions that download and unpack: a predictor
 # process imports this module (through its task) and downloads nothing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from tinydistill.distill.fsutil import atomic_dir, cache_dir
 from tinydistill.distill.logs import progress
+from tinydistill.distill.records import field, fields, record
 from tinydistill.distill.registry import Registry, RegistryError
 
 CHUNK = 1 << 16
@@ -33,7 +32,7 @@ class DownloadError(RuntimeError):
     """A download failed or its content does not match the recorded checksum."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Source:
     """One download.  ``checksum`` ("md5:..."/"sha256:...") is of the downloaded file itself (the archive
     for a zip; None where no trusted figure is known).  ``members`` maps each file the data set folder
@@ -44,7 +43,7 @@ class Source:
     members: dict[str, str | None]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Dataset:
     name: str
     summary: str
@@ -278,7 +277,7 @@ def check_dataset(ds: Dataset, data_dir: str | None = None, split_seed: int | No
     if split_seed is not None:
         options["split_seed"] = split_seed
     cls = TASKS.get(ds.task)
-    if split_seed is not None and "split_seed" not in {f.name for f in dataclasses.fields(cls.Options)}:
+    if split_seed is not None and "split_seed" not in {f.name for f in fields(cls.Options)}:
         from tinydistill.distill.schema import ConfigError
 
         raise ConfigError(f"--split-seed: task {ds.task!r} has no seeded train/dev split")

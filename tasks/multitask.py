@@ -13,10 +13,9 @@ metric ``mean_main``, by which the best checkpoint is chosen.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+from tinydistill.distill.records import field, record, replace
 from tinydistill.distill.schema import ConfigError
 from tinydistill.tasks import TASKS
 from tinydistill.tasks.base import Encoded, Example, HeadSpec, Task, TaskOptions
@@ -24,7 +23,7 @@ from tinydistill.tasks.base import Encoded, Example, HeadSpec, Task, TaskOptions
 SEP = "__"
 
 
-@dataclass
+@record
 class MultiTaskOptions(TaskOptions):
     #: the sub-tasks: ``{name: <task>, ...that task's options}`` each
     tasks: list[Any] = field(default_factory=list)
@@ -79,7 +78,7 @@ class MultiTask(Task):
         return [HeadSpec(f"{t}{SEP}{h.name}", h.kind, h.labels) for t, task in self.tasks.items() for h in task.heads()]
 
     def _tagged(self, t: str, rows: Sequence[Example]) -> list[Example]:
-        return [dataclasses.replace(ex, meta={**ex.meta, "task": t}) for ex in rows]
+        return [replace(ex, meta={**ex.meta, "task": t}) for ex in rows]
 
     def load(self, split: str) -> list[Example]:
         per_task = {t: self._tagged(t, task.load(split)) for t, task in self.tasks.items()}
@@ -121,7 +120,7 @@ class MultiTask(Task):
         t = example.meta.get("task") or next(iter(self.tasks))
         enc = self.tasks[t].encode(example, tokenizer)
         labels = {f"{t}{SEP}{k}": v for k, v in enc.labels.items()} if example.meta.get("task") else {}
-        return dataclasses.replace(enc, labels=labels)
+        return replace(enc, labels=labels)
 
     def _rows(self, t: str, encoded: Sequence[Encoded]) -> list[int]:
         prefix = f"{t}{SEP}"
@@ -134,7 +133,7 @@ class MultiTask(Task):
             if not rows:
                 continue
             own = {h.name: logits[f"{t}{SEP}{h.name}"][rows] for h in task.heads()}
-            enc = [dataclasses.replace(encoded[i], labels={self.task_of(k)[1]: v for k, v in encoded[i].labels.items()})
+            enc = [replace(encoded[i], labels={self.task_of(k)[1]: v for k, v in encoded[i].labels.items()})
                    for i in rows]
             metrics = task.compute_metrics(own, enc)
             out.update({f"{t}.{k}": float(v) for k, v in metrics.items()})

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from tinydistill.distill.records import record
 from tinydistill.tasks import TASKS
 from tinydistill.tasks.base import IGNORE_INDEX, DataError, Encoded, Example, HeadSpec, Span, Task, TaskOptions, argmax, softmax
 from tinydistill.tasks.datasets import resolve_data_dir
@@ -132,7 +132,7 @@ def decode_spans(tags: Sequence[str | None], offsets: Sequence[tuple[int, int]])
     return spans
 
 
-@dataclass
+@record
 class SluOptions(TaskOptions):
     dev_ratio: float = 0.2
     split_seed: int = 42

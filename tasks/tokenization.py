@@ -20,11 +20,11 @@ and ``load_tokenizer(dir, spec)``.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from tinydistill.distill.fsutil import atomic_write_text
+from tinydistill.distill.records import record
 from tinydistill.distill.registry import Registry
 
 TOKENIZERS = Registry("tokenizer")
@@ -54,7 +54,7 @@ def jieba_words(text: str) -> list[tuple[str, int, int]]:
     return [(w, s, e) for w, s, e in jieba_module().tokenize(text) if w.strip()]
 
 
-@dataclass
+@record
 class TokenizedText:
     ids: list[int]
     token_type_ids: list[int]

@@ -11,16 +11,16 @@ Relative paths are read relative to ``data_dir`` when that is set.  ``ChnSentiCo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 
+from tinydistill.distill.records import record
 from tinydistill.tasks import TASKS
 from tinydistill.tasks.base import DataError, Encoded, Example, HeadSpec, Task, TaskOptions, argmax, softmax
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Layout:
     """How to read one delimited file."""
 
@@ -191,7 +191,7 @@ class ClassificationTask(Task):
         return lines
 
 
-@dataclass
+@record
 class TsvClassificationOptions(TaskOptions):
     train: str | None = None
     dev: str | None = None

@@ -18,9 +18,10 @@ TEXT = "播放周杰伦的稻香"
 # the CLI in a process that reports, as its last stdout line, which heavy modules it imported: the packages, and
 # standard-library modules the lean predict process has no use for (each costs its RSS: importlib.metadata ~3 MiB
 # for --version, argparse's terminal-width lookup pulls shutil with bz2 and lzma, downloads hashlib and zipfile,
-# logging ~0.8 MiB with threading and traceback: distill.logs imports it on the first record; random: splits)
+# logging ~0.8 MiB with threading and traceback: distill.logs imports it on the first record; random: splits;
+# dataclasses with inspect and ast ~1.4 MiB: the types the predictor builds are distill.records records)
 HEAVY = ("numpy", "paddle", "onnxruntime", "importlib.metadata", "email", "shutil", "tempfile", "zipfile", "difflib",
-         "hashlib", "urllib.request", "logging", "random")
+         "hashlib", "urllib.request", "logging", "random", "dataclasses", "inspect")
 PROBE = f"""
 import json, sys
 from tinydistill.experiments.cli import main

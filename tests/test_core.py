@@ -82,3 +82,90 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["f.json"]
     atomic_write_text(target, "{}")
     assert read_json(target) == {}
+
+
+# -- distill.records: the dataclass subset the lean predictor's types use -------------------------------------
+from tinydistill.distill import records  # noqa: E402
+
+
+@records.record
+class _RecInner:
+    temperature: float = 1.0
+    kind: Literal["soft_ce", "mse"] = "soft_ce"
+
+
+@records.record
+class _RecOuter:
+    name: str
+    epochs: int = 3
+    losses: list[_RecInner] = records.field(default_factory=list)
+    seed: Optional[int] = None
+
+
+@records.record
+class _RecChild(_RecOuter):
+    epochs: int = 5  # re-annotated: keeps its place, new default
+    extra: str = "e"
+
+
+@records.record(frozen=True)
+class _RecFrozen:
+    label: str
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _DcFrozen:
+    label: str
+    start: int
+    end: int
+
+
+def test_record_behaves_as_the_dataclass_it_replaces():
+    a, b = _RecOuter("x"), _RecOuter("x")
+    assert a == b and a.losses is not b.losses  # default_factory: one new list per record
+    a.losses.append(_RecInner())
+    assert a != b and repr(b) == "_RecOuter(name='x', epochs=3, losses=[], seed=None)"
+    with pytest.raises(TypeError):
+        hash(a)  # mutable with __eq__: unhashable, as a dataclass
+    assert [f.name for f in records.fields(_RecChild)] == ["name", "epochs", "losses", "seed", "extra"]
+    assert _RecChild("y").epochs == 5 and _RecChild("y", 1).epochs == 1
+    f = _RecFrozen("city", 0, 2)
+    d = _DcFrozen("city", 0, 2)
+    assert (f.label, f.start, f.end) == (d.label, d.start, d.end) and hash(f) == hash(_RecFrozen("city", 0, 2))
+    assert {f, _RecFrozen("city", 0, 2)} == {f}
+    with pytest.raises(AttributeError):
+        f.start = 1
+    assert records.replace(f, end=3) == _RecFrozen("city", 0, 3) and f.end == 2
+    with pytest.raises(TypeError, match="no field 'stop'"):
+        records.replace(f, stop=3)
+    with pytest.raises(TypeError):
+        _RecOuter()  # a field without a default is required
+    assert records.is_record(f) and records.is_record(_RecFrozen) and not records.is_record(d)
+
+
+def test_records_pickle_copy_and_load_through_the_schema():
+    import copy
+    import pickle
+
+    f = _RecFrozen("city", 0, 2)
+    assert pickle.loads(pickle.dumps(f)) == f and copy.deepcopy(f) == f
+    cfg = from_dict(_RecOuter, {"name": "x", "epochs": 2, "losses": [{"temperature": 2}, {"kind": "mse"}]})
+    assert isinstance(cfg.losses[0], _RecInner) and cfg.losses[0].temperature == 2.0
+    assert from_dict(_RecOuter, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="name: required key is missing"):
+        from_dict(_RecOuter, {})
+    with pytest.raises(ConfigError, match="did you mean 'temperature'"):
+        from_dict(_RecOuter, {"name": "x", "losses": [{"temprature": 2}]})
+
+
+def test_task_types_are_records_and_the_lean_modules_skip_dataclasses():
+    import subprocess
+    import sys
+
+    code = ("import sys; import tinydistill.tasks.nlpcc_slu, tinydistill.tasks.chnsenticorp, "
+            "tinydistill.tasks.multitask, tinydistill.compress.ort_capi, tinydistill.distill.modeldir; "
+            "print(sorted(m for m in ('dataclasses', 'inspect') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
