@@ -12,8 +12,9 @@ dygraph directories (students, vocabulary- and width-pruned models) are first ex
 (``compress.export.export``, verified against the source); the width-pruned model also goes to ONNX Runtime
 dynamic INT8 (MatMul + embedding Gather), with the no-KD nano's FP32 ONNX as that runtime's baseline.
 Latency, peak RSS and size come from ``compress.bench.bench_dirs`` (one fresh process per directory, end to
-end = tokenise + run + decode); the directories are measured ``--rounds`` times in alternating order and the
-per-round p50s averaged.  Accuracy is the dev ``sentence_accuracy`` of each directory, evaluated here.
+end = tokenise + run + decode); the directories are measured ``--rounds`` times in alternating order: a row's
+figure is the median of its per-round p50s, a speed-up the median of the per-round ratios (each round's two
+directories measured minutes apart), with their range over rounds as the spread.  Accuracy is the dev ``sentence_accuracy`` of each directory, evaluated here.
 Ratios are against the first row, the fine-tuned (no KD) nano FP32 on Paddle Inference.  ``Δ compression`` is
 what each compression step alone changes (``tinydistill report``'s compression table over every seed of the
 sweep): a training step (width-pruning recovery, QAT) minus its equal-budget control (``controls: true``), a
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -465,9 +467,8 @@ def main() -> int:
 
         cpu = cpu_latencies(dirs, args.runs, args.warmup, args.rounds, backends)
 
-        def avg(i, key, sub=None):
-            vals = [rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds]
-            return sum(vals) / len(vals)
+        def med(i, key, sub=None):  # the median over rounds (the issue's statistic; robust to one noisy round)
+            return statistics.median(rd["results"][i][key][sub] if sub else rd["results"][i][key] for rd in rounds)
 
         table = []
         for i, (label, d, _) in enumerate(rows):
@@ -476,15 +477,24 @@ def main() -> int:
                           "sentence_accuracy": accuracy[str(d)]["sentence_accuracy"],
                           "intent_accuracy": accuracy[str(d)].get("intent_accuracy"),
                           "slot_f1": accuracy[str(d)].get("slot_f1"),
-                          "cpu_e2e_p50_ms": sum(c["cpu_p50"] for c in cpu[i]) / len(cpu[i]),
+                          "cpu_e2e_p50_ms": statistics.median(c["cpu_p50"] for c in cpu[i]),
                           "cpu_e2e_p50_ms_per_round": [c["cpu_p50"] for c in cpu[i]],
-                          "e2e_p50_ms": avg(i, "e2e_ms", "p50"), "model_p50_ms": avg(i, "model_ms", "p50"),
-                          "peak_rss_mib": avg(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
+                          "e2e_p50_ms": med(i, "e2e_ms", "p50"), "model_p50_ms": med(i, "model_ms", "p50"),
+                          "peak_rss_mib": med(i, "peak_rss_mib"), "size_mb": r0["size_bytes"] / 1e6,
                           "e2e_p50_ms_per_round": [rd["results"][i]["e2e_ms"]["p50"] for rd in rounds]})
 
+    def per_round(a, b, key):  # speed-up in each round: the two directories measured minutes apart, paired
+        pairs = list(zip(a.get(key + "_per_round") or [], b.get(key + "_per_round") or []))
+        return [x / y for x, y in pairs] if pairs else None
+
     def vs(a, b):
-        return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"], "e2e_speedup": a["cpu_e2e_p50_ms"] / b["cpu_e2e_p50_ms"],
-                "wall_e2e_speedup": a["e2e_p50_ms"] / b["e2e_p50_ms"],
+        cpu_r, wall_r = per_round(a, b, "cpu_e2e_p50_ms"), per_round(a, b, "e2e_p50_ms")
+        return {"size_pct": 100.0 * b["size_mb"] / a["size_mb"],
+                # the median over rounds of each round's ratio, and those ratios' range (the spread)
+                "e2e_speedup": statistics.median(cpu_r) if cpu_r else a["cpu_e2e_p50_ms"] / b["cpu_e2e_p50_ms"],
+                "e2e_speedup_per_round": cpu_r,
+                "wall_e2e_speedup": statistics.median(wall_r) if wall_r else a["e2e_p50_ms"] / b["e2e_p50_ms"],
+                "wall_e2e_speedup_per_round": wall_r,
                 "model_speedup": a["model_p50_ms"] / b["model_p50_ms"],
                 "rss_reduction_pct": 100.0 * (1 - b["peak_rss_mib"] / a["peak_rss_mib"]),
                 "accuracy_delta": b["sentence_accuracy"] - a["sentence_accuracy"]}
@@ -621,9 +631,15 @@ def main() -> int:
                     "training included)")
         mark = {True: "met", False: "missed"}
         t = TARGETS
+
+        def spread(key):
+            r = v.get(key + "_per_round")
+            return f", per round {min(r):.2f}-{max(r):.2f}x" if r and len(r) > 1 else ""
+
         return (f"size {v['size_pct']:.1f} % of FP32 (target <= {t['size_pct']:g} %: {mark[ok['size']]}), end-to-end "
-                f"speed-up {v['e2e_speedup']:.2f}x in CPU time (target >= {t['e2e_speedup']:g}x: {mark[ok['speed']]}; "
-                f"wall clock {v['wall_e2e_speedup']:.2f}x), "
+                f"speed-up {v['e2e_speedup']:.2f}x in CPU time (median over rounds{spread('e2e_speedup')}; target >= "
+                f"{t['e2e_speedup']:g}x: {mark[ok['speed']]}; wall clock {v['wall_e2e_speedup']:.2f}x"
+                f"{spread('wall_e2e_speedup')}), "
                 f"peak memory {v['rss_reduction_pct']:.0f} % lower (target >= {t['rss_reduction_pct']:g} %: "
                 f"{mark[ok['rss']]}), {acc_text} (target >= -{t['accuracy_drop']:g}: {mark[ok['acc']]})"), ok
 
@@ -642,8 +658,9 @@ def main() -> int:
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned dynamic INT8: {text_c8}.",
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_c4}.", "",
               "Latency: batch 1, 16 tokens, 1 thread, end to end (tokenise + run + decode), p50 over "
-              f"{args.runs} calls after {args.warmup} warm-up calls, mean of {len(rounds)} rounds in alternating "
-              "order, every directory in a fresh process. *CPU ms* is the process CPU time per call "
+              f"{args.runs} calls after {args.warmup} warm-up calls, median of {len(rounds)} rounds in alternating "
+              "order, every directory in a fresh process (a speed-up is the median of the rounds' ratios, each round's two "
+              "directories measured minutes apart; its range over rounds is the spread). *CPU ms* is the process CPU time per call "
               "(`time.process_time`), the figure to compare on this shared machine; *wall ms* "
               "(`tinydistill bench`, `compress.bench`) also counts the time the process waited for a core, which "
               "on a loaded machine varies several-fold between rounds (per-round values in the JSON). Peak RSS: `ru_maxrss` of a "

@@ -23,5 +23,5 @@ for cells in 0-5 6-8 9-11; do
         --cells "$cells"
 done
 td sweep experiments/configs/slu_assistants.yaml --data-dir "$data" --out runs --jobs 2 --set distill.threads=1
-python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers --rounds 3
+python experiments/results/make_slu_table.py runs/results-slu --teachers-run runs/results-slu-teachers --rounds 5
 td report runs/slu-assistants --plots --out experiments/results/slu_assistants
