@@ -180,6 +180,16 @@ def protocol_summary(exp: Path, teachers_exp: Path | None, prev: dict | None = N
                                "best step"], member_rows), ""]
     lines += ["Nano students (scratch ERNIE 3.0 Tiny nano), each to its plateau:", "", to_markdown(table[0], table[1:]),
               ""]
+    names = list(rows)
+    for i, a in enumerate(names):  # a recipe whose students are another's (the chain recipe trains logits_kd first)
+        for b in names[:i]:
+            if summary[a]["dev"]["per_seed"] and summary[a]["dev"]["per_seed"] == summary[b]["dev"]["per_seed"]:
+                lines.append(f"{a}'s students are {b}'s: the same losses, seeds and dev results, from runs of their "
+                             f"own ({a} then goes on to its compression chain).")
+    if margin is not None and margin < PROTOCOL_TARGETS["teacher_above_no_kd_pp"]:
+        lines.append(f"The teacher's margin over the no-KD student, {margin:+.2f} pp, misses the "
+                     f"+{PROTOCOL_TARGETS['teacher_above_no_kd_pp']:g} pp target by "
+                     f"{PROTOCOL_TARGETS['teacher_above_no_kd_pp'] - margin:.2f} pp.")
     if kd_gain:
         lines.append(f"Best KD recipe with {most} seeds: {best}, {kd_gain['pp']:+.2f} pp over no KD on dev (paired t-test p = "
                      + (f"{kd_gain['p']:.3f}" if kd_gain["p"] is not None else "n/a") + f", {kd_gain['n']} seeds).")
