@@ -65,9 +65,24 @@ def git_commit() -> str | None:
         return None
 
 
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere): one seed and one thread are
+    bit-for-bit repeatable on one CPU model, not across models, so a record says which one it ran on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def provenance() -> dict[str, Any]:
     return {"git_commit": git_commit(), "versions": package_versions(),
-            "python": platform.python_version(), "host": platform.node(), "cpu_count": os.cpu_count()}
+            "python": platform.python_version(), "host": platform.node(), "cpu_count": os.cpu_count(),
+            "cpu": cpu_model()}
 
 
 class ResultStore:

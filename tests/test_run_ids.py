@@ -28,8 +28,11 @@ PINNED = {  # config -> {(student, recipe, seed): (run id, group hash, shared te
     "results_slu_teachers.yaml": {  # the ids of the store under runs/results-slu-teachers/ (whole split)
         ("ernie-3.0-tiny-micro-v2-zh", "finetune", 11): ("micro-finetune-s11-1b0301cc", "c7818d393138", []),
     },
-    "results_slu.yaml": {  # runs/results-slu/ and experiments/results/slu_compression/records/
-        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-90782a05", None, None),
+    # runs/results-slu/ and experiments/results/slu_compression/records/: the three-member teacher's KD runs (the
+    # two-member teacher's, e.g. nano-logits_kd-s1-90782a05, are in records/session-24/); no_kd has no teacher
+    "results_slu.yaml": {
+        ("ernie-3.0-tiny-nano-v2-zh", "logits_kd", 1): ("nano-logits_kd-s1-be1c92ad", None, None),
+        ("ernie-3.0-tiny-nano-v2-zh", "no_kd", 1): ("nano-no_kd-s1-f7ca0b54", None, None),
     },
 }
 

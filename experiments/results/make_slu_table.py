@@ -398,6 +398,7 @@ def main() -> int:
     from tinydistill.compress.export import export
     from tinydistill.compress.predictor import Predictor
     from tinydistill.distill.fsutil import read_json
+    from tinydistill.experiments.store import cpu_model
 
     if args.reuse_measurements:  # the rows' labels and directories are the previous run's (they may be gone)
         # row 0 is <no-KD run>/export/paddle-inference, row 4 <KD run>/compressed/qat
@@ -563,7 +564,7 @@ def main() -> int:
         stage_s = {"teacher": read_json(teacher_done[0])["seconds"], **stage_s}
     cmd = "python experiments/results/make_slu_table.py " + " ".join(sys.argv[1:])
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs)",
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), {cpu_model()}",
            "run_seconds": round(time.time() - t_start, 1), "command": cmd,
            "load1": [(rd["load1_before"], rd["load1_after"]) for rd in rounds]}
     if args.compression_from:  # the compression section is the earlier file's, the rest this run's

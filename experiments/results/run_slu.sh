@@ -5,7 +5,7 @@
 #
 #   bash experiments/results/run_slu.sh [DATA_DIR]
 #
-# 1. the teacher's members (results_slu_teachers.yaml: micro s11 and s12 on the whole training split);
+# 1. the teacher's members (results_slu_teachers.yaml: micro s11, s12 and s13 on the whole training split);
 # 2. the nano students, seeds 1-3 (results_slu.yaml): no KD, logits KD, logits KD + the compression chain with
 #    equal-budget controls, logits + hidden-state KD;
 # 3. the assistant-chain ablation (slu_assistants.yaml);
@@ -14,7 +14,7 @@
 set -euo pipefail
 data=${1:-../shared/data}
 td() { python -m tinydistill.experiments.cli "$@"; }
-td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-1 \
+td sweep experiments/configs/results_slu_teachers.yaml --data-dir "$data" --out runs --jobs 2 --cells 0-2 \
     --set distill.threads=1
 # seeds 1-3: no KD and logits KD (cells 0-5: the KD gain), then logits KD with the compression chain and its
 # controls (6-8), then logits + hidden-state KD (9-11)
