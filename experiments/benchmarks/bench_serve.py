@@ -257,9 +257,8 @@ def table(rows: list[dict]) -> str:
 
 
 def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, {platform.platform()}"
+    from tinydistill.experiments.store import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, {platform.platform()}"
 
 
 def main() -> None:

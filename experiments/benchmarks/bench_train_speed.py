@@ -395,9 +395,10 @@ def report(args, meas, peaks, lstm_steps, seconds) -> None:
            "bilstm_step_vs_plain_paddle_max": step_ratio <= 1.2}
     cmd = "python experiments/benchmarks/bench_train_speed.py " + " ".join(
         a for a in sys.argv[1:] if not a.startswith("--previous-tree"))
+    from tinydistill.experiments.store import cpu_model
     loads = [m[k] for sides in meas.values() for ms in sides.values() for m in ms for k in ("load1_before", "load1_after")]
     env = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {_cpu_name()}",
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {cpu_model()}",
            "load1": [round(min(loads), 2), round(max(loads), 2)], "run_seconds": round(seconds, 1), "command": cmd,
            "previous_commit": args.previous_commit}
     lines = [f"# Training speed\n\nCommand: `{cmd}`  ",
@@ -427,16 +428,6 @@ def report(args, meas, peaks, lstm_steps, seconds) -> None:
                                                "bilstm_step_cpu_s": lstm_steps, "measurements": meas}, indent=1))
     if args.md:
         Path(args.md).write_text(md)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:
