@@ -169,13 +169,14 @@ def slice_layer(layer, keep_heads: np.ndarray, keep_neurons: np.ndarray) -> None
     layer.linear2 = _linear(l2.weight.numpy()[keep_neurons, :], l2.bias.numpy())
 
 
-def prune_width(model, heads_imp, ffn_imp, width: float) -> dict:
-    """Slice every layer to ``width`` of its heads and FFN neurons, most important first (DynaBERT's
-    reordering); update ``model.model_config`` so the model directory rebuilds."""
+def prune_width(model, heads_imp, ffn_imp, width: float, ffn_width: float | None = None) -> dict:
+    """Slice every layer to ``width`` of its heads and ``ffn_width`` (default: ``width``) of its FFN neurons, most
+    important first (DynaBERT's reordering); update ``model.model_config`` so the model directory rebuilds."""
+    ffn_width = width if ffn_width is None else ffn_width
     heads, inters = [], []
     for layer, h_imp, f_imp in zip(transformer_layers(model), heads_imp, ffn_imp):
         k = max(1, int(round(width * len(h_imp))))
-        m = max(1, int(round(width * len(f_imp))))
+        m = max(1, int(round(ffn_width * len(f_imp))))
         keep_h = np.argsort(-h_imp, kind="stable")[:k]
         keep_f = np.argsort(-f_imp, kind="stable")[:m]
         slice_layer(layer, keep_h, keep_f)
@@ -203,9 +204,10 @@ def width_prune(in_dir, out_dir, p, ctx) -> dict:
     teacher.eval()
     paddle.seed(ctx.seed)
     heads_imp, ffn_imp = importance(model, task, tok, train_ex[: p.importance_examples], p.batch_size)
-    shapes = prune_width(model, heads_imp, ffn_imp, p.width)
+    heads_width, ffn_width = p.widths
+    shapes = prune_width(model, heads_imp, ffn_imp, heads_width, ffn_width)
     before = {k: float(v) for k, v in evaluate(model, tok, task, dev_ex).items()}
-    extra_info = {"width": p.width, **shapes, "dev_metrics_before_recovery": before,
+    extra_info = {"width": p.width, "heads_width": heads_width, "ffn_width": ffn_width, **shapes, "dev_metrics_before_recovery": before,
                   "head_importance": [np.round(h, 6).tolist() for h in heads_imp]}
     if p.recover is not None:
         cfg = from_dict(DistillConfig, {**to_dict(p.recover), "seed": ctx.seed, "progress": ctx.progress},

@@ -251,6 +251,27 @@ def test_width_prune_reorder_is_exact_and_slicing_shapes(trained, tmp_path, ctx)
     assert "recovery" in report and report["dev_metrics"]["intent_accuracy"] > 0
 
 
+def test_width_prune_heads_and_ffn_widths_apart(trained, tmp_path, ctx):
+    from tinydistill.compress.predictor import Predictor
+    from tinydistill.compress.prune import transformer_layers
+    from tinydistill.compress.steps import step_params, width_prune
+    from tinydistill.teachers.base import load_model_dir
+
+    # heads_width / ffn_width override width for their part: every head kept, half the FFN neurons
+    report = width_prune(trained, tmp_path / "ffn", {"width": 0.75, "heads_width": 1.0, "ffn_width": 0.5,
+                                                     "importance_examples": 64, "recover": None}, ctx)
+    assert report["heads_per_layer"] == [4, 4] and report["intermediate_per_layer"] == [64, 64]
+    assert (report["heads_width"], report["ffn_width"]) == (1.0, 0.5)
+    pruned, _, _ = load_model_dir(tmp_path / "ffn")
+    for layer in transformer_layers(pruned):
+        assert layer.self_attn.num_heads == 4 and layer.self_attn.q_proj.weight.shape == [64, 64]
+        assert layer.linear1.weight.shape == [64, 64] and layer.linear2.weight.shape == [64, 64]
+    assert Predictor.from_dir(tmp_path / "ffn").logits(_dev_feed(Predictor.from_dir(trained), 8))["intent"].shape[0] == 8
+    with pytest.raises(ConfigError, match=r"width_prune\.ffn_width: must be in \(0, 1\]"):
+        step_params("width_prune", {"ffn_width": 0.0})
+    assert step_params("width_prune", {"width": 0.5}).widths == (0.5, 0.5)
+
+
 def test_pipeline_chain_and_not_applicable(tmp_path, ctx, slu, data_dir):
     from tinydistill.compress.pipeline import parse_steps, run_steps
     from tinydistill.tasks.tokenization import CharTokenizer

@@ -71,7 +71,8 @@ def chain(args, out: Path, fp32: Path, ctx) -> dict[str, Path]:
     from tinydistill.compress.pipeline import Pipeline, parse_steps, run_step
 
     steps = [{"step": "vocab_prune"},
-             {"step": "width_prune", "width": args.width, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
+             {"step": "width_prune", "width": args.width, "heads_width": args.heads_width,
+              "ffn_width": args.ffn_width, "recover": {"epochs": args.recover_epochs, "lr": 1e-4,
                                                                       "batch_size": 64}},
              {"step": "qat", "epochs": args.qat_epochs, "lr": 2e-5, "batch_size": 64},
              {"step": "embedding_int8"}]
@@ -233,6 +234,10 @@ def main() -> int:
     ap.add_argument("--max-train", type=int, default=8000,
                     help="training examples for the student and the recovery/QAT steps (0: all ~17k)")
     ap.add_argument("--width", type=float, default=0.75)
+    ap.add_argument("--heads-width", type=float, default=None,
+                    help="heads kept (default: --width); the SLU results chain keeps every head (1.0)")
+    ap.add_argument("--ffn-width", type=float, default=None,
+                    help="FFN neurons kept (default: --width); the SLU results chain keeps 0.5")
     ap.add_argument("--recover-epochs", type=int, default=1)
     ap.add_argument("--qat-epochs", type=int, default=1)
     ap.add_argument("--runs", type=int, default=300)
