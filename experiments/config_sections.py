@@ -5,7 +5,6 @@ schema itself is described in experiments/config.py.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 

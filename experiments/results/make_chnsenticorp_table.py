@@ -131,7 +131,7 @@ def main() -> int:
         to_markdown(member_rows[0], member_rows[1:]), "",
         "## Students", "", to_markdown(table[0], table[1:]), "",
         "Targets: KD + augmentation at least +1.25 pp over no KD on dev with paired p < 0.05, and a teacher above "
-        f"the no-KD student. Measured: teacher - no-KD student "
+        "the no-KD student. Measured: teacher - no-KD student "
         + (f"{measured['teacher_above_no_kd_pp']:+.2f} pp" if measured["teacher_above_no_kd_pp"] is not None else "-")
         + "; KD + augmentation gain "
         + (f"{measured['kd_aug_gain_pp']:+.2f} pp (paired t-test p = {measured['kd_aug_gain_p']:.3f}, {aug.get('n')} seeds)"

@@ -10,7 +10,8 @@ rewritten) and measures the compression section from this store; ``--compression
 Every row is a model directory the sweep wrote, measured on the same runtime as the INT8 programs: FP32
 dygraph directories (students, vocabulary- and width-pruned models) are first exported to Paddle Inference
 (``compress.export.export``, verified against the source); the width-pruned model also goes to ONNX Runtime
-dynamic INT8 (MatMul + embedding Gather), with the no-KD nano's FP32 ONNX as that runtime's baseline.
+dynamic INT8 (MatMul + embedding Gather), with the no-KD nano's FP32 ONNX as that runtime's baseline, and
+the vocabulary-pruned model (no width pruning) to onnxruntime-c INT8 / INT4 storage: the trade-off rows.
 Latency, peak RSS and size come from ``compress.bench.bench_dirs`` (one fresh process per directory, end to
 end = tokenise + run + decode); the directories are measured ``--rounds`` times in alternating order: a row's
 figure is the median of its per-round p50s, a speed-up the median of the per-round ratios (each round's two
@@ -53,7 +54,7 @@ ROW_LABELS = (
     'nano FP32, fine-tuned (no KD)',
     'nano FP32, distilled (logits KD)',
     '+ vocabulary pruning ({} tokens)',
-    '+ width pruning (0.75, KD recovery)',
+    '+ width pruning ({width}, KD recovery)',
     '+ INT8 matmul (QAT)',
     '+ INT8 embedding',
     'nano FP32, no KD (ONNX Runtime)',
@@ -62,6 +63,9 @@ ROW_LABELS = (
     'nano FP32, no KD (onnxruntime-c)',
     'width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)',
     'width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)',
+    # the trade-off without width pruning (the step that costs accuracy): the vocabulary-pruned model exported directly
+    'vocabulary-pruned, full width -> INT8 (+ INT8 Gather) (onnxruntime-c)',
+    'vocabulary-pruned, full width -> INT4 storage, INT8 kernels (onnxruntime-c)',
 )
 
 
@@ -283,6 +287,16 @@ def run_dir(exp: Path, recipe: str) -> Path:
     return found[0]
 
 
+def width_label(info: dict) -> str:
+    """'0.75' or 'FFN 0.5, every head' from the width-pruned manifest's ``extra.width_prune``."""
+    heads, ffn = info.get("heads_width", info.get("width")), info.get("ffn_width", info.get("width"))
+    if heads is None:
+        return "?"
+    if heads == ffn:
+        return f"{heads:g}"
+    return f"FFN {ffn:g}, every head" if heads == 1.0 else f"heads {heads:g}, FFN {ffn:g}"
+
+
 def training_note(exp: Path) -> str:
     """Steps and epochs each training stage actually ran, teacher vs no-KD student (the report's words)."""
     from tinydistill.experiments.report import find_records, group
@@ -435,8 +449,12 @@ def main() -> int:
             (nokd_onnx, "onnxruntime-c"),
             (int8_onnx, "onnxruntime-c"),
             (int4_onnx, "onnxruntime-c"),
+            (exported(comp / "vocab_prune", "onnx-int8", "vocab-onnx-int8"), "onnxruntime-c"),
+            (exported(comp / "vocab_prune", "onnx-int4", "vocab-onnx-int4"), "onnxruntime-c"),
         ]
-        rows = [(label.format(vocab.get("vocab_after", "?")), d, b) for label, (d, b) in zip(ROW_LABELS, dirs_backends)]
+        width = (read_json(comp / "width_prune" / "manifest.json").get("extra") or {}).get("width_prune") or {}
+        rows = [(label.format(vocab.get("vocab_after", "?"), width=width_label(width)), d, b)
+                for label, (d, b) in zip(ROW_LABELS, dirs_backends)]
     dirs = [d for _, d, _ in rows]
     backends = [b for _, _, b in rows]
 
@@ -445,7 +463,7 @@ def main() -> int:
         # the first seed's directories are fixed once their runs finished: their dev accuracy, latency, memory
         # and size come from the previous run of this script; only what more seeds change is recomputed
         if not (len(prev["rows"]) == len(ROW_LABELS) and all(
-                re.fullmatch(re.escape(label).replace(r"\{\}", ".+"), r["model"])
+                re.fullmatch(re.sub(r"\\\{[a-z]*\\\}", ".+", re.escape(label)), r["model"])
                 for label, r in zip(ROW_LABELS, prev["rows"]))):
             raise SystemExit(f"{args.out}.json: its rows are not this table's; run without --reuse-measurements")
         keep = ("model", "dir", "runtime", "precision", "sentence_accuracy", "intent_accuracy", "slot_f1",
@@ -516,7 +534,7 @@ def main() -> int:
     ort_row = table[7]
     ort_row["vs_fp32_nano_same_runtime"] = vs(ort_fp32, ort_row)
     # same runtime as their FP32 row: Python ONNX Runtime (row 6) for rows 7-8, onnxruntime-c (row 9) for 10-11
-    for i, ref in ((8, 6), (10, 9), (11, 9)):
+    for i, ref in ((8, 6), (10, 9), (11, 9), (12, 9), (13, 9)):
         table[i]["vs_fp32_nano_same_runtime"] = vs(table[ref], table[i])
 
     if args.compression_from:  # the earlier run's Δ compression, over the seeds of its store
@@ -530,7 +548,10 @@ def main() -> int:
     table[7]["delta_compression"] = {"mean": table[7]["sentence_accuracy"] - table[3]["sentence_accuracy"],
                                      "std": None, "n": 1, "basis": "step - input (no training)"}
     # INT4 storage does not train either: its effect is its accuracy minus the INT8 export's
-    for i, ref in ((8, 7), (11, 10)):
+    # the full-width exports: the INT8 export minus the vocabulary-pruned FP32 model it comes from
+    table[12]["delta_compression"] = {"mean": table[12]["sentence_accuracy"] - table[2]["sentence_accuracy"],
+                                      "std": None, "n": 1, "basis": "step - input (no training)"}
+    for i, ref in ((8, 7), (11, 10), (13, 12)):
         table[i]["delta_compression"] = {"mean": table[i]["sentence_accuracy"] - table[ref]["sentence_accuracy"],
                                          "std": None, "n": 1, "basis": "step - input (no training)"}
 
@@ -539,7 +560,7 @@ def main() -> int:
         return None if any(p is None or p["mean"] is None for p in parts) else sum(p["mean"] for p in parts)
 
     chain_pi, chain_ort, chain_int4 = chain([2, 3, 4, 5]), chain([2, 3, 7]), chain([2, 3, 7, 8])
-    teacher_acc = protocol["teacher_sentence_accuracy"]
+    chain_full8, chain_full4 = chain([2, 12]), chain([2, 12, 13])
     steps_vs_control = {k: v["mean"] for k, v in deltas.items() if v and v.get("mean") is not None}
     protocol_met = {
         "teacher_above_no_kd_pp": protocol["teacher_above_no_kd_pp"] is not None
@@ -659,6 +680,8 @@ def main() -> int:
     text_ort4, ok_ort4 = verdict(table[8]["vs_fp32_nano_same_runtime"], chain_int4)
     text_c8, _ = verdict(table[10]["vs_fp32_nano_same_runtime"], chain_ort)
     text_c4, ok_c4 = verdict(table[11]["vs_fp32_nano_same_runtime"], chain_int4)
+    text_f8, ok_f8 = verdict(table[12]["vs_fp32_nano_same_runtime"], chain_full8)
+    text_f4, ok_f4 = verdict(table[13]["vs_fp32_nano_same_runtime"], chain_full4)
     lines += ["", f"Targets (issue #12, beyond the ERNIE 3.0 Tiny reference): size <= {TARGETS['size_pct']:g} % of FP32, "
               f"end-to-end speed-up >= {TARGETS['e2e_speedup']:g}x, peak RSS >= {TARGETS['rss_reduction_pct']:g} % "
               f"lower, <= {TARGETS['accuracy_drop']:g} points lost to compression; every ratio against the FP32 "
@@ -667,7 +690,12 @@ def main() -> int:
               f"- ONNX Runtime, FP32 nano ONNX -> width-pruned dynamic INT8: {text_ort}.",
               f"- ONNX Runtime, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_ort4}.",
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned dynamic INT8: {text_c8}.",
-              f"- onnxruntime-c, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_c4}.", "",
+              f"- onnxruntime-c, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_c4}.",
+              "",
+              "Without width pruning (the one step that costs accuracy), the vocabulary-pruned model exported directly:",
+              "",
+              f"- onnxruntime-c, FP32 nano ONNX -> full-width dynamic INT8: {text_f8}.",
+              f"- onnxruntime-c, FP32 nano ONNX -> full-width INT4 storage (INT8 kernels): {text_f4}.", "",
               "Latency: batch 1, 16 tokens, 1 thread, end to end (tokenise + run + decode), p50 over "
               f"{args.runs} calls after {args.warmup} warm-up calls, median of {len(rounds)} rounds in alternating "
               "order, every directory in a fresh process (a speed-up is the median of the rounds' ratios, each round's two "
@@ -685,7 +713,7 @@ def main() -> int:
               "Per seed, paired, from the sweep's result store; the other columns are the first seed's "
               f"directories ({kd.name}, {base.name}).",
               training_note(exp),
-              f"Load average (1 min) before/after each round: "
+              "Load average (1 min) before/after each round: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in env["load1"]) + ".", "",
               f"Command: `{env['command']}` (after `bash experiments/results/run_slu.sh`, which runs the sweeps)  ",
               *([f"Compression section: `{env['compression_from'].get('command')}` "
@@ -711,6 +739,13 @@ def main() -> int:
                                                         for runtime, ok in (("paddle-inference", ok_final),
                                                                             ("onnxruntime", ok_ort4),
                                                                             ("onnxruntime-c", ok_c4))}},
+                                                    # the trade-off rows (not the shipped chain): no width pruning
+                                                    "met_without_width_pruning": {
+                                                        name: {"size_pct": ok["size"], "e2e_speedup": ok["speed"],
+                                                               "rss_reduction_pct": ok["rss"],
+                                                               "accuracy_drop": ok["acc"]}
+                                                        for name, ok in (("onnxruntime-c int8", ok_f8),
+                                                                         ("onnxruntime-c int4", ok_f4))},
                                                     "compression_step_vs_control_pp": steps_vs_control,
                                                     **protocol}, indent=2))
     return 0
