@@ -106,7 +106,12 @@ def write_md(rows: list[dict], out: Path, command: str) -> str:
         sd = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
         lines.append(f"- {name} (width {width_text(rs[0])}, {rs[0]['epochs']} epochs at {rs[0]['lr']:g}): Δ vs control "
                      f"{statistics.mean(d):+.2f}{sd} pp over seeds {sorted(r['seed'] for r in rs)}")
-    lines += ["", f"Command: `{command}`"]
+    made_by: dict[str, list[str]] = {}
+    for r in rows:
+        made_by.setdefault(r.get("command") or "-", []).append(f"{r['name']} s{r['seed']}")
+    lines += ["", "Rows produced by:", ""]
+    lines += [f"- `{cmd}`: {', '.join(which)}" for cmd, which in made_by.items()]
+    lines += ["", f"This file: `{command}`"]
     md = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(md)
     return md
@@ -125,6 +130,8 @@ def main() -> int:
     if not students:
         raise SystemExit(f"{args.students}: no directory matches (a glob of finished students' model directories)")
     out = Path(args.out)
+    this_command = "python experiments/results/width_prune_variants.py " + " ".join(
+        f"'{a}'" if "*" in a else a for a in sys.argv[1:])
     log = out.with_suffix(".jsonl")
     done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
     seen = {(r["seed"], r["name"]) for r in done}
@@ -134,14 +141,13 @@ def main() -> int:
             if (seed, v["name"]) in seen:
                 continue
             print(f"== {v['name']} seed {seed}: {student}", flush=True)
-            row = run_one(student, seed, v, Path(args.work), args.data_dir)
+            row = {**run_one(student, seed, v, Path(args.work), args.data_dir), "command": this_command}
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             done.append(row)
             print(f"   step {row['step']:.2f}, control {row['control']:.2f}: Δ {row['step'] - row['control']:+.2f} pp",
                   flush=True)
-    print(write_md(done, out, "python experiments/results/width_prune_variants.py " + " ".join(
-        f"'{a}'" if "*" in a else a for a in sys.argv[1:])))
+    print(write_md(done, out, this_command))
     return 0
 
 
