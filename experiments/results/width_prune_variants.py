@@ -104,7 +104,7 @@ def write_md(rows: list[dict], out: Path, command: str) -> str:
     for name, rs in by.items():
         d = [r["step"] - r["control"] for r in rs]
         sd = f" ± {statistics.stdev(d):.2f}" if len(d) > 1 else ""
-        lines.append(f"- {name} (width {width_text(rs[0])}, {rs[0]['epochs']} epochs at {rs[0]['lr']:g}): Δ vs control "
+        lines.append(f"- {name} (kept: {width_text(rs[0])}; {rs[0]['epochs']} epochs at {rs[0]['lr']:g}): Δ vs control "
                      f"{statistics.mean(d):+.2f}{sd} pp over seeds {sorted(r['seed'] for r in rs)}")
     made_by: dict[str, list[str]] = {}
     for r in rows:
