@@ -63,7 +63,7 @@ ROW_LABELS = (
     'nano FP32, no KD (onnxruntime-c)',
     'width-pruned -> INT8 (+ INT8 Gather) (onnxruntime-c)',
     'width-pruned -> INT4 storage, INT8 kernels (onnxruntime-c)',
-    # the trade-off without width pruning (the step that costs accuracy): the vocabulary-pruned model exported directly
+    # the trade-off without width pruning: the vocabulary-pruned model exported directly
     'vocabulary-pruned, full width -> INT8 (+ INT8 Gather) (onnxruntime-c)',
     'vocabulary-pruned, full width -> INT4 storage, INT8 kernels (onnxruntime-c)',
 )
@@ -692,7 +692,7 @@ def main() -> int:
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned dynamic INT8: {text_c8}.",
               f"- onnxruntime-c, FP32 nano ONNX -> width-pruned INT4 storage (INT8 kernels): {text_c4}.",
               "",
-              "Without width pruning (the one step that costs accuracy), the vocabulary-pruned model exported directly:",
+              "Without width pruning, the vocabulary-pruned model exported directly (what width pruning buys in size, speed and memory):",
               "",
               f"- onnxruntime-c, FP32 nano ONNX -> full-width dynamic INT8: {text_f8}.",
               f"- onnxruntime-c, FP32 nano ONNX -> full-width INT4 storage (INT8 kernels): {text_f4}.", "",
