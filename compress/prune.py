@@ -207,8 +207,8 @@ def width_prune(in_dir, out_dir, p, ctx) -> dict:
     heads_width, ffn_width = p.widths
     shapes = prune_width(model, heads_imp, ffn_imp, heads_width, ffn_width)
     before = {k: float(v) for k, v in evaluate(model, tok, task, dev_ex).items()}
-    extra_info = {"width": p.width, "heads_width": heads_width, "ffn_width": ffn_width, **shapes, "dev_metrics_before_recovery": before,
-                  "head_importance": [np.round(h, 6).tolist() for h in heads_imp]}
+    extra_info = {"width": p.width, "heads_width": heads_width, "ffn_width": ffn_width, **shapes,
+                  "dev_metrics_before_recovery": before, "head_importance": [np.round(h, 6).tolist() for h in heads_imp]}
     if p.recover is not None:
         cfg = from_dict(DistillConfig, {**to_dict(p.recover), "seed": ctx.seed, "progress": ctx.progress},
                         "compress.width_prune.recover")
