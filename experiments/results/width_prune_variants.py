@@ -61,8 +61,8 @@ def run_one(student: Path, seed: int, v: dict, work: Path, data_dir: str) -> dic
     vocab = root / "vocab"
     if not (vocab / "report.json").is_file():
         vocab_prune(student, vocab, {}, ctx)
-    params = {"width": v["heads_width"], "heads_width": v["heads_width"], "ffn_width": v["ffn_width"], "recover": {"epochs": v["epochs"], "lr": v["lr"], "batch_size": 64,
-                                               "losses": RECOVERY_LOSSES}}
+    params = {"heads_width": v["heads_width"], "ffn_width": v["ffn_width"],
+              "recover": {"epochs": v["epochs"], "lr": v["lr"], "batch_size": 64, "losses": RECOVERY_LOSSES}}
     t0 = time.time()
     rep = width_prune(vocab, root / v["name"], params, ctx)
     t1 = time.time()
@@ -70,15 +70,17 @@ def run_one(student: Path, seed: int, v: dict, work: Path, data_dir: str) -> dic
     ctl = run_control("width_prune", vocab, root / f"{v['name']}-control", step_params("width_prune", params), ctx,
                       max_steps=steps)
     vocab_acc = json.loads((vocab / "report.json").read_text())["dev"]["sentence_accuracy"]
-    return {"student": str(student), "seed": seed, **v, "steps": steps, "best_step": rep["recovery"]["best_step"],
+    return {"student": str(student), "seed": seed, **v, "heads_per_layer": rep["heads_per_layer"],
+            "intermediate_per_layer": rep["intermediate_per_layer"], "steps": steps, "best_step": rep["recovery"]["best_step"],
             "input": vocab_acc, "before_recovery": rep["dev_metrics_before_recovery"]["sentence_accuracy"],
             "step": rep["dev"]["sentence_accuracy"], "control": ctl["dev"]["sentence_accuracy"],
             "control_best_step": ctl["best_step"], "seconds_step": round(t1 - t0), "seconds_control": round(time.time() - t1)}
 
 
 def width_text(r: dict) -> str:
-    # what compress.prune.prune_width keeps of the nano's 12 heads and 1,248 FFN neurons per layer (round half even)
-    kept = f" ({max(1, round(r['heads_width'] * 12))} heads, {max(1, round(r['ffn_width'] * 1248))} neurons)"
+    # what the pruned model kept per layer (its report; the same in every layer here)
+    kept = (f" ({'/'.join(map(str, sorted(set(r['heads_per_layer']))))} heads, "
+            f"{'/'.join(map(str, sorted(set(r['intermediate_per_layer']))))} neurons)")
     return (f"{r['heads_width']:g}" if r["heads_width"] == r["ffn_width"] else
             f"heads {r['heads_width']:g}, FFN {r['ffn_width']:g}") + kept
 
